@@ -1,0 +1,300 @@
+"""Stage 1, load: a Hugging Face-layout directory -> `Checkpoint`.
+
+Reads config.json, model.safetensors (or shards with model.safetensors.index.json),
+tokenizer.json and, when present, tokenizer_config.json and generation_config.json. Weights stay
+memory-mapped by safetensors until `build_model` copies them into the module. Pickle weights are
+refused: loading them executes code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .errors import InputError
+from .models import MODELS, ConfigError, Decoder, DecoderSpec, Family, HFConfig
+
+log = logging.getLogger(__name__)
+
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+FLOAT_DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
+
+
+class CheckpointError(InputError):
+    """The checkpoint directory cannot be used; the message names the file and the problem."""
+
+
+@dataclass(frozen=True)
+class TokenizerFiles:
+    tokenizer_json: Path
+    tokenizer_config: Path | None
+    vocab_size: int
+    chat_template: str | None
+
+
+@dataclass
+class Checkpoint:
+    path: Path
+    name: str
+    family: Family
+    config: HFConfig
+    spec: DecoderSpec
+    weight_files: list[Path]
+    tensor_index: dict[str, Path]  # checkpoint tensor name -> file holding it
+    tokenizer: TokenizerFiles
+    bos_token_id: int | None
+    eos_token_ids: list[int]
+    generation_config: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def model_type(self) -> str:
+        return self.family.model_type
+
+    def digest(self) -> str:
+        """sha256 over config, weights and tokenizer files, in a fixed order."""
+        h = hashlib.sha256()
+        files = [self.path / "config.json", *self.weight_files, self.tokenizer.tokenizer_json]
+        for extra in ("tokenizer_config.json", "generation_config.json"):
+            if (self.path / extra).is_file():
+                files.append(self.path / extra)
+        for f in files:
+            h.update(f.name.encode())
+            h.update(sha256_file(f).encode())
+        return h.hexdigest()
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _read_json(path: Path, what: str) -> Any:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: {what} not found") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{path}: cannot read {what} ({e})") from None
+    if not text.strip():
+        raise CheckpointError(f"{path}: {what} is empty")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{path}: {what} is not valid JSON ({e.msg} at line {e.lineno})") from None
+
+
+def _inside(root: Path, name: str, what: str) -> Path:
+    """A file named by the checkpoint itself must stay inside the checkpoint directory."""
+    candidate = (root / name).resolve()
+    if root.resolve() not in candidate.parents:
+        raise CheckpointError(f"{root}: {what} {name!r} points outside the checkpoint directory")
+    return candidate
+
+
+def _weight_files(root: Path) -> tuple[list[Path], dict[str, Path]]:
+    from safetensors import safe_open
+
+    index_path = root / "model.safetensors.index.json"
+    if index_path.is_file():
+        index = _read_json(index_path, "safetensors index")
+        weight_map = index.get("weight_map") if isinstance(index, dict) else None
+        if not isinstance(weight_map, dict) or not weight_map:
+            raise CheckpointError(f"{index_path}: no 'weight_map' in the safetensors index")
+        tensor_index = {}
+        for tensor, shard in weight_map.items():
+            shard_path = _inside(root, str(shard), "shard")
+            if not shard_path.is_file():
+                raise CheckpointError(f"{index_path}: shard {shard!r} (for tensor {tensor!r}) is missing")
+            tensor_index[tensor] = shard_path
+        files = sorted(set(tensor_index.values()))
+    else:
+        files = sorted(root.glob("*.safetensors"))
+        if not files:
+            pickles = sorted(p.name for p in root.iterdir() if p.suffix in PICKLE_SUFFIXES)
+            if pickles:
+                raise CheckpointError(
+                    f"{root}: only pickle weights ({', '.join(pickles)}); pickle can run code when loaded, "
+                    "so it is refused. Convert once in a trusted environment: "
+                    "AutoModelForCausalLM.from_pretrained(DIR).save_pretrained(DIR, safe_serialization=True)")
+            raise CheckpointError(f"{root}: no *.safetensors weights found")
+        tensor_index = {}
+    for f in files:
+        try:
+            with safe_open(str(f), framework="pt") as handle:
+                names = list(handle.keys())
+        except Exception as e:  # safetensors raises its own error types for a bad header
+            raise CheckpointError(f"{f}: not a readable safetensors file ({e})") from None
+        for name in names:
+            if not index_path.is_file():
+                if name in tensor_index:
+                    raise CheckpointError(f"{f}: tensor {name!r} also appears in {tensor_index[name].name}")
+                tensor_index[name] = f
+            elif name not in tensor_index:
+                raise CheckpointError(f"{f}: tensor {name!r} is not listed in model.safetensors.index.json")
+    return files, tensor_index
+
+
+def _tokenizer_files(root: Path, spec: DecoderSpec) -> TokenizerFiles:
+    from tokenizers import Tokenizer
+
+    path = root / "tokenizer.json"
+    if not path.is_file():
+        raise CheckpointError(f"{path}: tokenizer.json not found (the device runtimes load it directly)")
+    _read_json(path, "tokenizer.json")  # a clear message for empty / non-JSON files
+    try:
+        tok = Tokenizer.from_file(str(path))
+    except Exception as e:  # tokenizers raises a bare Exception subclass with its parse error
+        raise CheckpointError(f"{path}: tokenizers cannot load it ({str(e).splitlines()[0]})") from None
+    vocab = tok.get_vocab_size(with_added_tokens=True)
+    if vocab > spec.vocab_size:
+        raise CheckpointError(f"{path}: the tokenizer has {vocab} tokens but the model's vocab_size is "
+                              f"{spec.vocab_size}; ids past {spec.vocab_size - 1} would have no embedding")
+    config_path = root / "tokenizer_config.json"
+    tok_config = _read_json(config_path, "tokenizer_config.json") if config_path.is_file() else {}
+    template = tok_config.get("chat_template") if isinstance(tok_config, dict) else None
+    return TokenizerFiles(path, config_path if config_path.is_file() else None, vocab,
+                          template if isinstance(template, str) else None)
+
+
+def _special_ids(root: Path, config: dict, tokenizer: TokenizerFiles, vocab_size: int):
+    """bos/eos ids: generation_config.json first (what HF generate uses), then config.json,
+    then the token strings in tokenizer_config.json looked up in tokenizer.json."""
+    gen_path = root / "generation_config.json"
+    generation = _read_json(gen_path, "generation_config.json") if gen_path.is_file() else {}
+    tok_config = _read_json(tokenizer.tokenizer_config, "tokenizer_config.json") if tokenizer.tokenizer_config else {}
+
+    def from_token(key: str) -> int | None:
+        token = tok_config.get(key) if isinstance(tok_config, dict) else None
+        if isinstance(token, dict):
+            token = token.get("content")
+        if not isinstance(token, str):
+            return None
+        from tokenizers import Tokenizer
+        return Tokenizer.from_file(str(tokenizer.tokenizer_json)).token_to_id(token)
+
+    def first(key: str):
+        for source in (generation, config):
+            if isinstance(source, dict) and source.get(key) is not None:
+                return source[key]
+        return from_token(key.replace("_token_id", "_token"))
+
+    bos = first("bos_token_id")
+    eos = first("eos_token_id")
+    eos_ids = eos if isinstance(eos, list) else ([] if eos is None else [eos])
+    for name, ids in (("bos_token_id", [] if bos is None else [bos]), ("eos_token_id", eos_ids)):
+        for i in ids:
+            if not isinstance(i, int) or isinstance(i, bool) or not 0 <= i < vocab_size:
+                raise CheckpointError(f"{root}: {name} {i!r} is outside the vocabulary (0..{vocab_size - 1})")
+    return bos, eos_ids, generation if isinstance(generation, dict) else {}
+
+
+def load_checkpoint(path: str | Path) -> Checkpoint:
+    root = Path(path)
+    if not root.exists():
+        raise CheckpointError(f"{root}: model directory does not exist")
+    if not root.is_dir():
+        raise CheckpointError(f"{root}: not a directory (pass the checkpoint folder)")
+    raw = _read_json(root / "config.json", "config.json")
+    if not isinstance(raw, dict):
+        raise CheckpointError(f"{root / 'config.json'}: expected a JSON object")
+    model_type = raw.get("model_type")
+    if model_type not in MODELS:
+        raise CheckpointError(f"{root / 'config.json'}: model_type {model_type!r} is not supported "
+                              f"(supported: {', '.join(sorted(MODELS))})")
+    family = MODELS[model_type]
+    try:
+        config = family.config_class.from_dict(raw)
+        spec = config.to_spec()
+    except ConfigError as e:
+        raise CheckpointError(f"{root / 'config.json'}: {str(e).removeprefix('config.json: ')}") from None
+    files, tensor_index = _weight_files(root)
+    tokenizer = _tokenizer_files(root, spec)
+    bos, eos, generation = _special_ids(root, raw, tokenizer, spec.vocab_size)
+    return Checkpoint(path=root, name=root.resolve().name, family=family, config=config, spec=spec,
+                      weight_files=files, tensor_index=tensor_index, tokenizer=tokenizer,
+                      bos_token_id=bos, eos_token_ids=eos, generation_config=generation)
+
+
+def load_weights(checkpoint: Checkpoint, model: Decoder) -> None:
+    """Copy every checkpoint tensor into `model` by the family's rules, or raise.
+
+    Each checkpoint tensor is either mapped by a rule or declared unused by the family; each model
+    parameter receives exactly one tensor of the right shape. Tensors are read one at a time from
+    the memory-mapped files, so peak memory is the model plus one tensor.
+    """
+    from safetensors import safe_open
+
+    spec = checkpoint.spec
+    targets = dict(model.named_parameters())  # shared (tied) parameters appear once
+    expected = {}
+    for rule in checkpoint.family.rules_for(spec.num_layers):
+        if all(o in targets for o in rule.ours):
+            expected[rule.checkpoint] = rule
+    filled: set[str] = set()
+    handles: dict[Path, Any] = {}
+    leftovers, tied_duplicate = [], None
+    try:
+        for name, file in sorted(checkpoint.tensor_index.items()):
+            rule = expected.get(name)
+            if rule is None:
+                if spec.tie_word_embeddings and name.endswith("lm_head.weight"):
+                    tied_duplicate = (name, file)
+                elif not checkpoint.family.is_unused(name):
+                    leftovers.append(name)
+                continue
+            if file not in handles:
+                handles[file] = safe_open(str(file), framework="pt")
+            handle = handles[file]
+            dtype = handle.get_slice(name).get_dtype()
+            if dtype not in FLOAT_DTYPES:
+                raise CheckpointError(f"{file}: tensor {name!r} has dtype {dtype}; expected F32, F16 or BF16")
+            try:
+                tensor = handle.get_tensor(name)
+            except Exception as e:  # truncated data surfaces here
+                raise CheckpointError(f"{file}: cannot read tensor {name!r} ({e})") from None
+            parts = rule.transform(tensor) if tensor.dim() else (tensor,)
+            for our_name, part in zip(rule.ours, parts, strict=True):
+                param = targets[our_name]
+                if tuple(part.shape) != tuple(param.shape):
+                    raise CheckpointError(f"{file}: tensor {name!r} has shape {list(tensor.shape)}, the config "
+                                          f"implies {list(param.shape)} for {our_name}")
+                with torch.no_grad():
+                    param.copy_(part.to(param.dtype))
+                filled.add(our_name)
+        if leftovers:
+            raise CheckpointError(f"{checkpoint.path}: tensors not used by the {checkpoint.model_type} model: "
+                                  f"{', '.join(leftovers[:5])}{' ...' if len(leftovers) > 5 else ''} "
+                                  "(does config.json match the weights?)")
+        missing = sorted(set(targets) - filled)
+        if missing:
+            names = [r.checkpoint for r in expected.values() if set(r.ours) & set(missing)]
+            raise CheckpointError(f"{checkpoint.path}: missing tensors {', '.join(names[:5])}"
+                                  f"{' ...' if len(names) > 5 else ''}")
+        if tied_duplicate is not None:
+            # Some tied checkpoints store the head anyway; accept it only if it is the same tensor.
+            name, file = tied_duplicate
+            if file not in handles:
+                handles[file] = safe_open(str(file), framework="pt")
+            head = handles[file].get_tensor(name)
+            if head.shape != model.embed_tokens.weight.shape or not torch.equal(
+                    head.to(model.embed_tokens.weight.dtype), model.embed_tokens.weight.detach()):
+                raise CheckpointError(f"{file}: tie_word_embeddings is true but {name!r} differs from the "
+                                      "embedding; set tie_word_embeddings=false in config.json")
+    finally:
+        handles.clear()
+
+
+def build_model(checkpoint: Checkpoint, max_positions: int | None = None) -> Decoder:
+    """An fp32 eval-mode Decoder holding the checkpoint's weights."""
+    model = Decoder(checkpoint.spec, max_positions)
+    load_weights(checkpoint, model)
+    return model.eval()

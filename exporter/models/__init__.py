@@ -1,0 +1,16 @@
+"""Model families, keyed by Hugging Face `model_type`.
+
+To add a family: write `exporter/models/<name>.py` with a config class (HF field names), a weight
+table and a tiny test config, and add its FAMILY here. The family parity tests pick it up and fail
+until transformers' model and ours agree on it.
+"""
+
+from __future__ import annotations
+
+from . import gpt2, llama, mistral, qwen2
+from .decoder import Decoder, DecoderSpec
+from .family import ConfigError, Family, HFConfig
+
+MODELS: dict[str, Family] = {f.model_type: f for f in (llama.FAMILY, qwen2.FAMILY, mistral.FAMILY, gpt2.FAMILY)}
+
+__all__ = ["MODELS", "ConfigError", "Decoder", "DecoderSpec", "Family", "HFConfig"]

@@ -1,0 +1,266 @@
+"""The decoder math, written once for every family.
+
+A family (llama, qwen2, mistral, gpt2, ...) is a `DecoderSpec`: which norm, which MLP, which
+position scheme, which biases. The runtimes differ only in how the KV cache enters and leaves
+the graph; that difference lives in a cache object passed to `Decoder.forward` (see cache.py),
+never in copies of the model.
+
+Shapes used throughout: B batch, T query tokens of this call, S key positions visible to this
+call (the cache length for a static cache), H query heads, K kv heads, D head_dim, E hidden.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass(frozen=True)
+class RopeScaling:
+    """Static RoPE frequency scaling. `kind` follows HF `rope_type`: "linear" or "llama3"."""
+
+    kind: Literal["linear", "llama3"]
+    factor: float
+    low_freq_factor: float = 1.0
+    high_freq_factor: float = 4.0
+    original_max_position_embeddings: int = 8192
+
+
+@dataclass(frozen=True)
+class DecoderSpec:
+    """Everything the math needs, normalized from a family's HF config."""
+
+    vocab_size: int
+    hidden_size: int
+    num_layers: int
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    intermediate_size: int
+    max_position_embeddings: int
+    norm: Literal["rms", "layer"] = "rms"
+    norm_eps: float = 1e-6
+    mlp: Literal["gated", "plain"] = "gated"
+    activation: str = "silu"
+    positions: Literal["rope", "learned"] = "rope"
+    rope_theta: float = 10000.0
+    rope_scaling: RopeScaling | None = None
+    qkv_bias: bool = False
+    o_bias: bool = False
+    mlp_bias: bool = False
+    tie_word_embeddings: bool = False
+    sliding_window: int | None = None
+    extra: dict = field(default_factory=dict, compare=False)
+
+    def __post_init__(self) -> None:
+        for name in ("vocab_size", "hidden_size", "num_layers", "num_heads", "num_kv_heads",
+                     "head_dim", "intermediate_size", "max_position_embeddings"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.num_heads % self.num_kv_heads:
+            raise ValueError(f"num_attention_heads ({self.num_heads}) is not a multiple of "
+                             f"num_key_value_heads ({self.num_kv_heads})")
+        if self.positions == "rope" and self.head_dim % 2:
+            raise ValueError(f"head_dim must be even for RoPE, got {self.head_dim}")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"unsupported activation {self.activation!r} "
+                             f"(supported: {', '.join(sorted(ACTIVATIONS))})")
+        if not (self.norm_eps > 0):
+            raise ValueError(f"norm eps must be positive, got {self.norm_eps!r}")
+
+    @property
+    def num_parameters(self) -> int:
+        e, f, v = self.hidden_size, self.intermediate_size, self.vocab_size
+        q, kv = self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim
+        attn = e * q + 2 * e * kv + q * e + (q + 2 * kv if self.qkv_bias else 0) + (e if self.o_bias else 0)
+        mlp = (3 if self.mlp == "gated" else 2) * e * f + ((2 * f + e) if self.mlp_bias else 0)
+        norms = (2 if self.norm == "rms" else 4) * e
+        per_layer = attn + mlp + norms
+        head = 0 if self.tie_word_embeddings else v * e
+        learned = self.max_position_embeddings * e if self.positions == "learned" else 0
+        final_norm = e if self.norm == "rms" else 2 * e
+        return v * e + learned + self.num_layers * per_layer + final_norm + head
+
+
+def _gelu_tanh(x: torch.Tensor) -> torch.Tensor:
+    return F.gelu(x, approximate="tanh")
+
+
+ACTIVATIONS = {
+    "silu": F.silu,
+    "swish": F.silu,
+    "gelu": F.gelu,
+    "gelu_new": _gelu_tanh,
+    "gelu_pytorch_tanh": _gelu_tanh,
+    "relu": F.relu,
+}
+
+
+class RMSNorm(nn.Module):
+    """Written by hand: nn.RMSNorm does not convert in coremltools 9.0 (torch 2.13).
+
+    The statistics are computed in fp32 whatever the input dtype, because x**2 overflows fp16
+    for |x| > ~256.
+    """
+
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x32 = x.float()
+        x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * x32.to(x.dtype)
+
+
+class LayerNorm(nn.Module):
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.bias = nn.Parameter(torch.zeros(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.layer_norm(x, (x.shape[-1],), self.weight, self.bias, self.eps)
+
+
+def make_norm(spec: DecoderSpec) -> nn.Module:
+    return RMSNorm(spec.hidden_size, spec.norm_eps) if spec.norm == "rms" else LayerNorm(spec.hidden_size, spec.norm_eps)
+
+
+def rope_inverse_frequencies(spec: DecoderSpec) -> torch.Tensor:
+    """HF-compatible inverse frequencies, including static scaling (linear, llama3)."""
+    d = spec.head_dim
+    inv_freq = 1.0 / (spec.rope_theta ** (torch.arange(0, d, 2, dtype=torch.float64) / d))
+    scaling = spec.rope_scaling
+    if scaling is None:
+        return inv_freq.float()
+    if scaling.kind == "linear":
+        return (inv_freq / scaling.factor).float()
+    # llama3: long wavelengths are divided by `factor`, short ones kept, a smooth ramp between.
+    old_ctx = scaling.original_max_position_embeddings
+    low_wavelen = old_ctx / scaling.low_freq_factor
+    high_wavelen = old_ctx / scaling.high_freq_factor
+    wavelen = 2 * math.pi / inv_freq
+    scaled = torch.where(wavelen > low_wavelen, inv_freq / scaling.factor, inv_freq)
+    smooth = (old_ctx / wavelen - scaling.low_freq_factor) / (scaling.high_freq_factor - scaling.low_freq_factor)
+    smoothed = (1 - smooth) * scaled / scaling.factor + smooth * scaled
+    medium = (wavelen >= high_wavelen) & (wavelen <= low_wavelen)
+    return torch.where(medium, smoothed, scaled).float()
+
+
+class RotaryTables(nn.Module):
+    """Precomputed cos/sin for every position up to the context length.
+
+    Tables instead of computing sin/cos in the graph: one gather per call, identical numerics on
+    every runtime, and the exporters can keep them out of weight compression by name.
+    """
+
+    def __init__(self, spec: DecoderSpec, max_positions: int):
+        super().__init__()
+        inv_freq = rope_inverse_frequencies(spec)
+        angles = torch.outer(torch.arange(max_positions, dtype=torch.float32), inv_freq)  # [P, D/2]
+        angles = torch.cat([angles, angles], dim=-1)  # [P, D]: HF's rotate_half layout
+        self.register_buffer("rope_cos", angles.cos(), persistent=False)
+        self.register_buffer("rope_sin", angles.sin(), persistent=False)
+
+    def forward(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # positions [B, T] -> cos, sin [B, 1, T, D] (broadcast over heads)
+        return self.rope_cos[positions].unsqueeze(1), self.rope_sin[positions].unsqueeze(1)
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
+    return x * cos + rotated * sin
+
+
+class Attention(nn.Module):
+    def __init__(self, spec: DecoderSpec, layer_index: int):
+        super().__init__()
+        self.layer_index = layer_index
+        self.num_heads, self.num_kv_heads, self.head_dim = spec.num_heads, spec.num_kv_heads, spec.head_dim
+        e = spec.hidden_size
+        self.q_proj = nn.Linear(e, self.num_heads * self.head_dim, bias=spec.qkv_bias)
+        self.k_proj = nn.Linear(e, self.num_kv_heads * self.head_dim, bias=spec.qkv_bias)
+        self.v_proj = nn.Linear(e, self.num_kv_heads * self.head_dim, bias=spec.qkv_bias)
+        self.o_proj = nn.Linear(self.num_heads * self.head_dim, e, bias=spec.o_bias)
+
+    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None, cache) -> torch.Tensor:
+        b, t, _ = x.shape
+        q = self.q_proj(x).view(b, t, self.num_heads, self.head_dim).transpose(1, 2)  # [B,H,T,D]
+        k = self.k_proj(x).view(b, t, self.num_kv_heads, self.head_dim).transpose(1, 2)  # [B,K,T,D]
+        v = self.v_proj(x).view(b, t, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        if rope is not None:
+            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+        return self.o_proj(cache.attend(self.layer_index, q, k, v).transpose(1, 2).reshape(b, t, -1))
+
+
+class MLP(nn.Module):
+    def __init__(self, spec: DecoderSpec):
+        super().__init__()
+        e, f = spec.hidden_size, spec.intermediate_size
+        self.gated = spec.mlp == "gated"
+        if self.gated:
+            self.gate_proj = nn.Linear(e, f, bias=spec.mlp_bias)
+        self.up_proj = nn.Linear(e, f, bias=spec.mlp_bias)
+        self.down_proj = nn.Linear(f, e, bias=spec.mlp_bias)
+        self.act = ACTIVATIONS[spec.activation]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.gated:
+            return self.down_proj(self.act(self.gate_proj(x)) * self.up_proj(x))
+        return self.down_proj(self.act(self.up_proj(x)))
+
+
+class Block(nn.Module):
+    def __init__(self, spec: DecoderSpec, layer_index: int):
+        super().__init__()
+        self.input_norm = make_norm(spec)
+        self.attn = Attention(spec, layer_index)
+        self.post_attention_norm = make_norm(spec)
+        self.mlp = MLP(spec)
+
+    def forward(self, x, rope, cache):
+        x = x + self.attn(self.input_norm(x), rope, cache)
+        return x + self.mlp(self.post_attention_norm(x))
+
+
+class Decoder(nn.Module):
+    """Token ids and positions in, logits out; the KV cache is whatever `cache` implements.
+
+    forward(tokens [B,T] int64, positions [B,T] int64, cache) -> logits [B,T,V] fp32
+    """
+
+    def __init__(self, spec: DecoderSpec, max_positions: int | None = None):
+        super().__init__()
+        self.spec = spec
+        self.max_positions = max_positions or spec.max_position_embeddings
+        self.embed_tokens = nn.Embedding(spec.vocab_size, spec.hidden_size)
+        if spec.positions == "learned":
+            self.embed_positions = nn.Embedding(spec.max_position_embeddings, spec.hidden_size)
+        else:
+            self.rotary = RotaryTables(spec, self.max_positions)
+        self.layers = nn.ModuleList(Block(spec, i) for i in range(spec.num_layers))
+        self.norm = make_norm(spec)
+        self.lm_head = nn.Linear(spec.hidden_size, spec.vocab_size, bias=False)
+        if spec.tie_word_embeddings:
+            self.lm_head.weight = self.embed_tokens.weight  # one tensor, stored once
+
+    def forward(self, tokens: torch.Tensor, positions: torch.Tensor, cache) -> torch.Tensor:
+        x = self.embed_tokens(tokens)
+        rope = None
+        if self.spec.positions == "learned":
+            x = x + self.embed_positions(positions)
+        else:
+            rope = self.rotary(positions)
+        for layer in self.layers:
+            x = layer(x, rope, cache)
+        return self.lm_head(self.norm(x))

@@ -1,0 +1,49 @@
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from helpers import save_random_checkpoint  # noqa: E402
+
+from exporter.models import MODELS  # noqa: E402
+
+# Tiny configs per family, beyond each family's own tiny_config: other GQA ratios, rope scaling,
+# tied and untied heads. A family with no case here fails test_every_family_has_a_case.
+FAMILY_CASES: dict[str, list[tuple[str, dict]]] = {
+    "llama": [
+        ("llama3-rope-tied-gqa2", MODELS["llama"].tiny_config),
+        ("mha-untied-linear-rope", {**MODELS["llama"].tiny_config, "num_key_value_heads": 4,
+                                    "tie_word_embeddings": False,
+                                    "rope_scaling": {"rope_type": "linear", "factor": 2.0}}),
+    ],
+    "qwen2": [
+        ("gqa4-untied", MODELS["qwen2"].tiny_config),
+        ("tied-gqa2", {**MODELS["qwen2"].tiny_config, "tie_word_embeddings": True, "num_key_value_heads": 2}),
+    ],
+    "mistral": [("head-dim-32-window-24", MODELS["mistral"].tiny_config)],
+    "gpt2": [("tied", MODELS["gpt2"].tiny_config)],
+}
+
+CASE_IDS = [(family, name) for family, cases in FAMILY_CASES.items() for name, _ in cases]
+
+
+def case_config(family: str, name: str) -> dict:
+    return dict(next(cfg for n, cfg in FAMILY_CASES[family] if n == name), vocab_size=320)
+
+
+@pytest.fixture(scope="session")
+def family_checkpoint(tmp_path_factory):
+    """family_checkpoint(family, case) -> path of a saved random-weight checkpoint (cached)."""
+    made: dict[tuple[str, str], Path] = {}
+
+    def make(family: str, name: str) -> Path:
+        if (family, name) not in made:
+            directory = tmp_path_factory.mktemp(f"{family}-{name}")
+            made[(family, name)] = save_random_checkpoint(directory, case_config(family, name))
+        return made[(family, name)]
+
+    return make

@@ -1,0 +1,131 @@
+"""Checkpoint loading: layouts we accept, and the clear errors for the ones we refuse."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+from helpers import edit_json, save_random_checkpoint
+from safetensors.torch import load_file, save_file
+
+from exporter.checkpoint import CheckpointError, build_model, load_checkpoint
+from exporter.models import MODELS
+
+
+@pytest.fixture()
+def llama_dir(tmp_path, family_checkpoint):
+    target = tmp_path / "ckpt"
+    shutil.copytree(family_checkpoint("llama", "llama3-rope-tied-gqa2"), target)
+    return target
+
+
+def test_loads_config_tokenizer_and_special_ids(llama_dir):
+    ck = load_checkpoint(llama_dir)
+    assert ck.model_type == "llama"
+    assert ck.spec.num_kv_heads == 2 and ck.spec.rope_scaling.kind == "llama3"
+    assert ck.tokenizer.tokenizer_json.name == "tokenizer.json"
+    assert ck.bos_token_id == 1 and ck.eos_token_ids == [2]
+
+
+def test_generation_config_overrides_config_and_accepts_eos_lists(llama_dir):
+    edit_json(llama_dir / "generation_config.json", eos_token_id=[2, 3], bos_token_id=4)
+    ck = load_checkpoint(llama_dir)
+    assert ck.bos_token_id == 4 and ck.eos_token_ids == [2, 3]
+
+
+def test_sharded_checkpoint_loads_identically(tmp_path, family_checkpoint):
+    from transformers import AutoModelForCausalLM
+
+    source = family_checkpoint("qwen2", "gqa4-untied")
+    sharded = tmp_path / "sharded"
+    AutoModelForCausalLM.from_pretrained(source).save_pretrained(sharded, max_shard_size="100KB")
+    for f in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(source / f, sharded / f)
+    assert (sharded / "model.safetensors.index.json").is_file()
+    assert len(list(sharded.glob("*.safetensors"))) > 1
+    a, b = build_model(load_checkpoint(source)), build_model(load_checkpoint(sharded))
+    for (name, p), (_, q) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
+        assert torch.equal(p, q), name
+
+
+def test_bf16_weights_are_upcast(llama_dir):
+    path = llama_dir / "model.safetensors"
+    save_file({k: v.to(torch.bfloat16) for k, v in load_file(path).items()}, path)
+    model = build_model(load_checkpoint(llama_dir))
+    assert model.embed_tokens.weight.dtype == torch.float32
+
+
+def test_pickle_only_weights_are_refused_with_a_conversion_hint(llama_dir):
+    (llama_dir / "model.safetensors").unlink()
+    (llama_dir / "pytorch_model.bin").write_bytes(b"not loaded")
+    with pytest.raises(CheckpointError, match=r"pickle.*save_pretrained"):
+        load_checkpoint(llama_dir)
+
+
+def test_leftover_tensor_is_an_error(llama_dir):
+    path = llama_dir / "model.safetensors"
+    tensors = load_file(path)
+    tensors["model.layers.0.self_attn.q_proj.bias"] = torch.zeros(64)
+    save_file(tensors, path)
+    with pytest.raises(CheckpointError, match=r"not used.*q_proj\.bias"):
+        build_model(load_checkpoint(llama_dir))
+
+
+def test_missing_tensor_is_an_error(llama_dir):
+    path = llama_dir / "model.safetensors"
+    tensors = load_file(path)
+    del tensors["model.layers.1.mlp.up_proj.weight"]
+    save_file(tensors, path)
+    with pytest.raises(CheckpointError, match=r"missing tensors model\.layers\.1\.mlp\.up_proj\.weight"):
+        build_model(load_checkpoint(llama_dir))
+
+
+def test_wrong_shape_names_tensor_and_expected_shape(llama_dir):
+    path = llama_dir / "model.safetensors"
+    tensors = load_file(path)
+    tensors["model.norm.weight"] = torch.ones(63)
+    save_file(tensors, path)
+    with pytest.raises(CheckpointError, match=r"model\.norm\.weight.*\[63\].*\[64\]"):
+        build_model(load_checkpoint(llama_dir))
+
+
+def test_tied_head_stored_anyway_must_equal_the_embedding(llama_dir):
+    path = llama_dir / "model.safetensors"
+    tensors = load_file(path)
+    tensors["lm_head.weight"] = tensors["model.embed_tokens.weight"].clone()
+    save_file(tensors, path)
+    build_model(load_checkpoint(llama_dir))  # identical copy: accepted
+    tensors["lm_head.weight"] += 1
+    save_file(tensors, path)
+    with pytest.raises(CheckpointError, match="differs from the embedding"):
+        build_model(load_checkpoint(llama_dir))
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"model_type": "bert"}, "model_type 'bert' is not supported"),
+    ({"num_attention_heads": 5, "head_dim": None}, "hidden_size .64. is not divisible by num_attention_heads .5."),
+    ({"num_key_value_heads": 3}, "not a multiple of num_key_value_heads"),
+    ({"hidden_size": 0}, "hidden_size must be a positive integer"),
+    ({"rope_parameters": {"rope_type": "yarn", "factor": 4.0, "rope_theta": 1e4}}, "rope type 'yarn' is not supported"),
+])
+def test_impossible_configs_name_the_field(llama_dir, change, message):
+    edit_json(llama_dir / "config.json", **change)
+    with pytest.raises(CheckpointError, match=message):
+        load_checkpoint(llama_dir)
+
+
+def test_tokenizer_larger_than_vocab_is_refused(tmp_path):
+    config = dict(MODELS["gpt2"].tiny_config, vocab_size=280)
+    save_random_checkpoint(tmp_path, config, tokenizer_vocab=280)
+    edit_json(tmp_path / "config.json", vocab_size=270)
+    with pytest.raises(CheckpointError, match=r"tokenizer has 280 tokens but the model's vocab_size is 270"):
+        load_checkpoint(tmp_path)
+
+
+def test_shard_outside_the_directory_is_refused(llama_dir):
+    index = {"metadata": {}, "weight_map": {"model.norm.weight": "../evil.safetensors"}}
+    (llama_dir / "model.safetensors.index.json").write_text(json.dumps(index))
+    with pytest.raises(CheckpointError, match="outside the checkpoint directory"):
+        load_checkpoint(llama_dir)
