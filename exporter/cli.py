@@ -1,0 +1,212 @@
+"""The `slm-export` command line. Parsing only: each command builds a config and calls library
+code. Heavy imports (torch, runtimes) happen inside the commands so `--help` stays fast.
+
+Exit codes: 0 success; 2 bad usage or bad input (one line, no traceback); 1 a failed export or
+failed parity.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from .errors import ExportError, InputError
+
+FORMAT_NAMES = ("executorch", "onnx", "coreml")
+log = logging.getLogger("exporter")
+
+
+def _default_model() -> Path:
+    from .student import STUDENT_DIR
+
+    return STUDENT_DIR
+
+
+def _fail(message: str, code: int) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+def guarded(fn):
+    """Turns our typed errors into one line and the documented exit code."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except (InputError, ExportError) as e:
+            _fail(str(e).splitlines()[0] if str(e) else type(e).__name__, e.exit_code)
+        except KeyboardInterrupt:
+            _fail("interrupted; nothing was moved into place", 130)
+        except MemoryError:
+            _fail("out of memory (try a smaller --max-seq-len or a smaller model)", 1)
+        except Exception as e:  # an internal error: one line by default, the traceback with -v
+            if log.isEnabledFor(logging.DEBUG):
+                raise
+            _fail(f"internal error: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''} "
+                  "(run with -v for the traceback)", 1)
+
+    return wrapper
+
+
+def _parse_formats(value: str | None) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    names = tuple(dict.fromkeys(v.strip() for v in value.split(",") if v.strip()))
+    unknown = [n for n in names if n not in FORMAT_NAMES]
+    if unknown or not names:
+        raise click.BadParameter(f"unknown format {', '.join(unknown) or repr(value)} "
+                                 f"(choose from: {', '.join(FORMAT_NAMES)})", param_hint="--formats")
+    return names
+
+
+def _target_choices() -> list[str]:
+    from .recipes import target_names
+
+    return [*target_names(), "all"]
+
+
+@click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--target", type=click.Choice(_target_choices()),
+              help="Export for this target (recipes in targets/*.toml); 'all' does every target.")
+@click.option("--model", "model_dir", type=click.Path(path_type=Path),
+              help="Hugging Face checkpoint directory (config.json, *.safetensors, tokenizer.json). "
+                   "Default: the built-in student.")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("dist"), show_default=True,
+              help="Output directory; each target is written to OUT/<target>/.")
+@click.option("--quant", "quant", metavar="RECIPE|none",
+              help="Quantization recipe for every format (default: each format's recipe in the target file).")
+@click.option("--formats", "formats", metavar="LIST",
+              help=f"Comma-separated subset of the target's formats ({', '.join(FORMAT_NAMES)}).")
+@click.option("--max-seq-len", type=click.IntRange(min=8), help="KV-cache length (default: the target's).")
+@click.option("-v", "--verbose", is_flag=True, help="Debug logging, peak memory per stage, tracebacks.")
+@click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors.")
+@click.version_option(package_name="slm-export")
+@click.pass_context
+def main(ctx, target, model_dir, out_dir, quant, formats, max_seq_len, verbose, quiet):
+    """Export a small language model for phones, verify it against PyTorch, and bundle it.
+
+    \b
+    Examples:
+      slm-export --target android                 # the built-in student, Android formats
+      slm-export --target ios --model ./SmolLM2-135M --quant none
+      slm-export inspect --model ./SmolLM2-135M
+    """
+    from .progress import configure_logging
+
+    configure_logging(verbose, quiet)
+    if ctx.invoked_subcommand is not None:
+        if target is not None:
+            raise click.UsageError("--target is an option of the export itself, not of subcommands")
+        return
+    if target is None:
+        raise click.UsageError("missing --target (or a command; see --help)")
+    selected = _parse_formats(formats)
+    _export(target, model_dir, out_dir, quant, selected, max_seq_len)
+
+
+@guarded
+def _export(target, model_dir, out_dir, quant, formats, max_seq_len):
+    from .pipeline import ExportRequest, export
+    from .recipes import target_names
+
+    targets = target_names() if target == "all" else [target]
+    request = ExportRequest(model_dir=model_dir or _default_model(), out_dir=out_dir, targets=tuple(targets),
+                            quant=quant, formats=formats, max_seq_len=max_seq_len)
+    for result in export(request):
+        click.echo(result.summary())
+
+
+@main.command()
+@click.option("--model", "model_dir", type=click.Path(path_type=Path),
+              help="Checkpoint directory (default: the built-in student).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
+@guarded
+def inspect(model_dir, as_json):
+    """Show a checkpoint's family, size, vocabulary, context, tokenizer, and what each target emits."""
+    from .checkpoint import load_checkpoint
+    from .describe import describe, render
+
+    info = describe(load_checkpoint(model_dir or _default_model()))
+    click.echo(json.dumps(info, indent=2) if as_json else render(info))
+
+
+@main.command()
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.option("--model", "model_dir", type=click.Path(path_type=Path),
+              help="Re-run parity against this checkpoint (default: the reference recorded in the bundle).")
+@click.option("--json", "as_json", is_flag=True, help="Print the results as one JSON object.")
+@guarded
+def verify(bundle, model_dir, as_json):
+    """Re-check an exported bundle: every sha256, the manifest schema, and parity of each artifact.
+
+    Exits 1 if anything fails.
+    """
+    from .pipeline import verify_bundle
+
+    check = verify_bundle(bundle, model_dir)
+    if as_json:
+        click.echo(json.dumps({"passed": check.passed, "problems": check.problems,
+                               "artifacts": [r.to_json() | {"prompts": None} for r in check.results]}, indent=2))
+    else:
+        for problem in check.problems:
+            click.echo(f"FAIL {problem}")
+        for r in check.results:
+            status = "ok  " if r.passed else "FAIL"
+            click.echo(f"{status} {r.artifact} ({r.quantization}, reference {r.reference}): top1 {r.metrics['top1']:.4f}, "
+                       f"KL {r.metrics['kl_mean']:.3g}, greedy {r.metrics['greedy_prefix_min']:.2f}"
+                       + (f" -- {'; '.join(r.failures)}" if r.failures else ""))
+    if not check.passed:
+        first = check.problems[0] if check.problems else next(
+            f"{r.artifact}: {r.failures[0]}" for r in check.results if not r.passed)
+        _fail(f"verify failed: {first}", 1)
+
+
+@main.command()
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--prompt", required=True, help="Text to continue (encoded with the bundle's tokenizer).")
+@click.option("--max-new-tokens", type=click.IntRange(min=1), default=64, show_default=True,
+              help="Stop after this many new tokens (or at an eos token).")
+@click.option("--format", "fmt", type=click.Choice(FORMAT_NAMES),
+              help="Which artifact of the bundle to run (default: the first in the manifest).")
+@click.option("--temperature", type=click.FloatRange(min=0.0), default=0.0, show_default=True,
+              help="0 is greedy; above 0 samples (with --seed).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Sampling seed.")
+@click.option("--tokenizer", "tokenizer_path", type=click.Path(path_type=Path),
+              help="tokenizer.json for a bare artifact (default: the one beside it or in its parent).")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print one JSON object (prompt_ids, generated_ids, text, timings) instead of streaming.")
+@guarded
+def run(path, prompt, max_new_tokens, fmt, temperature, seed, tokenizer_path, as_json):
+    """Generate from a bundle (or one artifact) through the runtime the app uses, streaming text.
+
+    PATH is a bundle directory (with manifest.json) or a single artifact file such as model.pte.
+    """
+    from .generate import generate
+    from .runner import open_for_run
+
+    target = open_for_run(path, fmt, tokenizer_path)
+    prompt_ids = target.encode(prompt)
+
+    def stream(text: str) -> None:
+        click.echo(text, nl=False)
+        sys.stdout.flush()
+
+    result = generate(target.session, target.tokenizer, prompt_ids, max_new_tokens, target.eos_ids,
+                      temperature=temperature, seed=seed, on_text=None if as_json else stream)
+    if as_json:
+        click.echo(json.dumps({"artifact": str(target.artifact), "format": target.format,
+                               "prompt_ids": result.prompt_ids, "generated_ids": result.generated_ids,
+                               "text": result.text, "stopped_at_eos": result.stopped_at_eos,
+                               "prefill_seconds": round(result.prefill_seconds, 4),
+                               "decode_tokens_per_second": round(result.decode_tokens_per_second, 2)},
+                              ensure_ascii=False))
+    else:
+        click.echo()
+        click.echo(f"[{len(result.generated_ids)} tokens, {result.decode_tokens_per_second:.1f} tok/s decode, "
+                   f"{target.format} {target.artifact.name}]", err=True)

@@ -1,0 +1,70 @@
+"""`slm-export inspect`: what a checkpoint is and what each target would make of it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .checkpoint import Checkpoint
+from .recipes import load_target, target_names
+
+
+def context_length(checkpoint: Checkpoint, requested: int) -> int:
+    """The static cache length: the request, capped by what the model's positions allow."""
+    return min(requested, checkpoint.spec.max_position_embeddings)
+
+
+def describe(checkpoint: Checkpoint) -> dict[str, Any]:
+    spec = checkpoint.spec
+    targets = {}
+    for name in target_names():
+        target = load_target(name)
+        targets[name] = {
+            "max_seq_len": context_length(checkpoint, target.max_seq_len),
+            "artifacts": [{"format": f, "quantization": r.default_recipe,
+                           "recipes": list(r.recipes)} for f, r in target.formats.items()],
+            "bundle": target.app_dir,
+        }
+    return {
+        "path": str(checkpoint.path),
+        "name": checkpoint.name,
+        "family": checkpoint.model_type,
+        "parameters": spec.num_parameters,
+        "layers": spec.num_layers,
+        "hidden_size": spec.hidden_size,
+        "heads": spec.num_heads,
+        "kv_heads": spec.num_kv_heads,
+        "head_dim": spec.head_dim,
+        "vocab_size": spec.vocab_size,
+        "context": spec.max_position_embeddings,
+        "tied_embeddings": spec.tie_word_embeddings,
+        "rope_scaling": spec.rope_scaling.kind if spec.rope_scaling else None,
+        "tokenizer": {"path": str(checkpoint.tokenizer.tokenizer_json), "vocab": checkpoint.tokenizer.vocab_size,
+                      "chat_template": checkpoint.tokenizer.chat_template is not None},
+        "bos_token_id": checkpoint.bos_token_id,
+        "eos_token_ids": checkpoint.eos_token_ids,
+        "weights": [p.name for p in checkpoint.weight_files],
+        "config_defaults_used": checkpoint.config.defaults_used,
+        "config_unknown_keys": sorted(checkpoint.config.extra),
+        "targets": targets,
+    }
+
+
+def render(info: dict[str, Any]) -> str:
+    lines = [
+        f"model        {info['name']}  ({info['path']})",
+        f"family       {info['family']}",
+        f"parameters   {info['parameters']:,}  ({info['layers']} layers, hidden {info['hidden_size']}, "
+        f"{info['heads']} heads / {info['kv_heads']} kv heads, head_dim {info['head_dim']})",
+        f"vocab        {info['vocab_size']:,} (tokenizer: {info['tokenizer']['vocab']:,} tokens)",
+        f"context      {info['context']:,} positions" + (f", rope scaling {info['rope_scaling']}"
+                                                       if info["rope_scaling"] else ""),
+        f"embeddings   {'tied (stored once)' if info['tied_embeddings'] else 'untied'}",
+        f"tokenizer    {info['tokenizer']['path']}"
+        + (" (has chat template)" if info["tokenizer"]["chat_template"] else ""),
+        f"bos / eos    {info['bos_token_id']} / {info['eos_token_ids']}",
+        f"weights      {', '.join(info['weights'])}",
+    ]
+    for name, target in info["targets"].items():
+        emitted = ", ".join(f"{a['format']} ({a['quantization']})" for a in target["artifacts"]) or "nothing"
+        lines.append(f"--target {name:<8} {emitted}; cache {target['max_seq_len']} tokens; bundle -> {target['bundle']}")
+    return "\n".join(lines)

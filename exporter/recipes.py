@@ -1,0 +1,102 @@
+"""Target recipes: `targets/<name>.toml` parsed into frozen dataclasses.
+
+Library code asks a recipe what to do (which formats, which quantization, which thresholds,
+where the bundle goes); it never branches on a target's name.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+
+from .errors import InputError
+
+FORMATS = ("executorch", "onnx", "coreml")
+
+
+class RecipeError(InputError):
+    """A target recipe file or a requested recipe is invalid; the message names it."""
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Parity thresholds for one quantization recipe (see docs/PARITY.md for each metric)."""
+
+    top1_min: float = 1.0
+    top5_overlap_min: float = 1.0
+    kl_max: float = 1e-6
+    cosine_min: float = 0.9999
+    max_abs_max: float | None = None
+    greedy_prefix_min: float = 1.0  # fraction of the reference's greedy tokens reproduced exactly
+    measured: dict[str, Any] = field(default_factory=dict, compare=False)
+
+
+@dataclass(frozen=True)
+class QuantRecipe:
+    name: str
+    params: dict[str, Any]
+    thresholds: Thresholds
+
+
+@dataclass(frozen=True)
+class FormatRecipe:
+    format: str
+    default_recipe: str
+    recipes: dict[str, QuantRecipe]
+
+    def recipe(self, name: str | None) -> QuantRecipe:
+        chosen = name or self.default_recipe
+        if chosen not in self.recipes:
+            raise RecipeError(f"quantization recipe {chosen!r} is not defined for {self.format} "
+                              f"(choose from: {', '.join(self.recipes)})")
+        return self.recipes[chosen]
+
+
+@dataclass(frozen=True)
+class TargetRecipe:
+    name: str
+    description: str
+    max_seq_len: int
+    app_dir: str
+    formats: dict[str, FormatRecipe]
+
+
+def target_names() -> list[str]:
+    return sorted(p.name.removesuffix(".toml") for p in resources.files("exporter.targets").iterdir()
+                  if p.name.endswith(".toml"))
+
+
+def _thresholds(raw: dict[str, Any], where: str) -> Thresholds:
+    known = set(Thresholds.__dataclass_fields__)
+    unknown = set(raw) - known
+    if unknown:
+        raise RecipeError(f"{where}: unknown parity keys {sorted(unknown)}")
+    return Thresholds(**raw)
+
+
+def load_target(name: str) -> TargetRecipe:
+    if name not in target_names():
+        raise RecipeError(f"unknown target {name!r} (choose from: {', '.join(target_names())})")
+    source = resources.files("exporter.targets") / f"{name}.toml"
+    try:
+        raw = tomllib.loads(source.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as e:
+        raise RecipeError(f"targets/{name}.toml: {e}") from None
+    formats = {}
+    for fmt, body in raw.get("formats", {}).items():
+        if fmt not in FORMATS:
+            raise RecipeError(f"targets/{name}.toml: unknown format {fmt!r} (known: {', '.join(FORMATS)})")
+        recipes = {}
+        for recipe_name, params in body.get("recipes", {}).items():
+            params = dict(params)
+            thresholds = _thresholds(params.pop("parity", {}), f"targets/{name}.toml [{fmt}.{recipe_name}]")
+            recipes[recipe_name] = QuantRecipe(recipe_name, params, thresholds)
+        if body.get("default_recipe") not in recipes:
+            raise RecipeError(f"targets/{name}.toml: default_recipe {body.get('default_recipe')!r} of {fmt} "
+                              "has no [formats.{fmt}.recipes.<name>] table")
+        formats[fmt] = FormatRecipe(fmt, body["default_recipe"], recipes)
+    return TargetRecipe(name=raw.get("name", name), description=raw.get("description", ""),
+                        max_seq_len=int(raw.get("max_seq_len", 512)),
+                        app_dir=raw.get("bundle", {}).get("app_dir", ""), formats=formats)

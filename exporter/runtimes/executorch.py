@@ -1,0 +1,234 @@
+"""ExecuTorch (.pte, XNNPACK): emit, open a session for parity, generate with the LLM runner.
+
+Exported program (what Android's LlmModule and iOS's TextRunner call through the C++ LLM runner):
+
+    forward(tokens: int64 [1, T], input_pos: int64 [1]) -> logits fp32 [1, V]
+
+T is dynamic (1 .. max_seq_len-1); `input_pos` is the position of tokens[0, 0]. The KV cache is
+a set of mutable buffers [1, kv_heads, max_seq_len, head_dim] per layer, updated in place, that
+persist across calls of one loaded method. Only the last position's logits are returned: the
+runner samples from them, and prefill does not materialise [T, V].
+
+Constant methods carry what the runner reads (see `runner_metadata`).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import ExportError
+from ..models import Decoder
+from ..models.cache import StaticKVCache
+from ..recipes import QuantRecipe
+
+log = logging.getLogger(__name__)
+
+FORMAT = "executorch"
+FILENAME = "model.pte"
+
+
+class ExecuTorchLM(nn.Module):
+    """The decoder with a static in-place KV cache, in the runner's signature."""
+
+    def __init__(self, decoder: Decoder, max_seq_len: int):
+        super().__init__()
+        spec = decoder.spec
+        self.decoder = decoder
+        self.cache = StaticKVCache(spec.num_layers, spec.num_kv_heads, max_seq_len, spec.head_dim,
+                                   spec.sliding_window)
+
+    def forward(self, tokens: torch.Tensor, input_pos: torch.Tensor) -> torch.Tensor:
+        positions = input_pos[0] + torch.arange(tokens.shape[1], dtype=torch.long)  # [T]
+        logits = self.decoder(tokens, positions[None], self.cache.bind(positions))  # [1, T, V]
+        return logits[:, -1, :]
+
+
+def artifact_metadata(checkpoint, max_seq_len: int) -> dict[str, Any]:
+    """Constant methods read by executorch's LLM runner (extension/llm/runner)."""
+    spec = checkpoint.spec
+    meta: dict[str, Any] = {
+        "get_max_seq_len": max_seq_len,
+        "get_max_context_len": max_seq_len,
+        "get_vocab_size": spec.vocab_size,
+        "get_n_layers": spec.num_layers,
+        "use_kv_cache": True,
+        "use_sdpa_with_kv_cache": False,
+        # One forward call for the whole prompt; without it the runner prefills token by token.
+        "enable_dynamic_shape": True,
+        "get_eos_ids": list(checkpoint.eos_token_ids),
+    }
+    if checkpoint.bos_token_id is not None:
+        meta["get_bos_id"] = checkpoint.bos_token_id
+    return meta
+
+
+def quantize(module: nn.Module, recipe: QuantRecipe) -> None:
+    """Applies an ExecuTorch recipe in place with torchao (before torch.export).
+
+    none: fp32. 8da4w: int8 dynamic activations, int4 weights grouped by `group_size`, scales
+    chosen with torchao's hqq_scale_only (what ExecuTorch's own export_llama uses; plain affine
+    scales agreed worse in free-running greedy). 8da8w: int8 dynamic activations, int8 weights per
+    channel. There is no int8 *weight-only* recipe: torchao's IntxWeightOnlyConfig on linears
+    lowers to XNNPACK with wrong outputs (max error ~2000 on one Linear) and no size gain
+    (executorch 1.5.1), so 8da8w is the 8-bit choice. `embedding_bits` (4 or 8) additionally
+    quantizes the token embedding (needs the quantized kernels at run time).
+    """
+    from torchao.quantization import (
+        Int8DynamicActivationIntxWeightConfig,
+        IntxWeightOnlyConfig,
+        PerAxis,
+        PerGroup,
+        quantize_,
+    )
+
+    params = recipe.params
+    scheme = params.get("scheme", recipe.name)
+    group = int(params.get("group_size", 32))
+    bits = params.get("embedding_bits")
+    if bits:  # embeddings first: quantize_ on linears would otherwise see a tied weight
+        quantize_(module, IntxWeightOnlyConfig(weight_dtype=torch.int4 if bits == 4 else torch.int8,
+                                               granularity=PerGroup(group) if bits == 4 else PerAxis(0)),
+                  filter_fn=lambda m, _: isinstance(m, nn.Embedding))
+    if scheme == "8da4w":
+        config = Int8DynamicActivationIntxWeightConfig(weight_dtype=torch.int4, weight_granularity=PerGroup(group),
+                                                       intx_choose_qparams_algorithm="hqq_scale_only")
+    elif scheme == "8da8w":
+        config = Int8DynamicActivationIntxWeightConfig(weight_dtype=torch.int8, weight_granularity=PerAxis(0))
+    elif scheme == "none":
+        return
+    else:
+        raise ExportError(f"unknown ExecuTorch quantization scheme {scheme!r}")
+    quantize_(module, config,
+              filter_fn=lambda m, _: isinstance(m, nn.Linear) and (scheme != "8da4w" or m.in_features % group == 0))
+
+
+def emit(decoder: Decoder, recipe: QuantRecipe, max_seq_len: int, metadata: dict[str, Any],
+         out_dir: Path) -> Path:
+    """Quantize, torch.export with a dynamic T, lower to XNNPACK, write OUT/model.pte."""
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.exir import EdgeCompileConfig, ExecutorchBackendConfig, to_edge_transform_and_lower
+    from executorch.exir.passes import MemoryPlanningPass
+    from executorch.exir.passes.sym_shape_eval_pass import ConstraintBasedSymShapeEvalPass
+    from torch.export import Dim, export
+
+    from ..progress import stage
+
+    module = ExecuTorchLM(decoder, max_seq_len).eval()
+    with stage(f"quantize executorch ({recipe.name})"):
+        quantize(module, recipe)
+    example = (torch.zeros(1, 4, dtype=torch.long), torch.tensor([0], dtype=torch.long))
+    # max = max_seq_len - 1: a dynamic dim whose max equals the cache length trips an export guard.
+    dynamic = ({1: Dim("tokens", min=1, max=max_seq_len - 1)}, None)
+    with stage("torch.export (executorch)"), torch.no_grad():
+        program = export(module, example, dynamic_shapes=dynamic, strict=False).run_decompositions({})
+    with stage("lower to XNNPACK"):
+        edge = to_edge_transform_and_lower(
+            program, partitioner=[XnnpackPartitioner()],
+            compile_config=EdgeCompileConfig(_check_ir_validity=False), constant_methods=metadata)
+        et = edge.to_executorch(ExecutorchBackendConfig(
+            extract_delegate_segments=True,
+            do_quant_fusion_and_const_prop=True,  # needed by quantized embeddings
+            # The KV-cache buffers are planned into the program's own memory, so they persist.
+            memory_planning_pass=MemoryPlanningPass(alloc_graph_input=False),
+            sym_shape_eval_pass=ConstraintBasedSymShapeEvalPass()))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / FILENAME
+    with open(path, "wb") as f:
+        et.write_to_file(f)
+    return path
+
+
+def _load_kernels() -> None:
+    # Quantized embedding kernels are registered only once this module is imported (the apps
+    # link the quantized kernels library for the same reason).
+    import executorch.kernels.quantized  # noqa: F401
+
+
+class Session:
+    """One loaded `forward` method; calls continue the sequence (the cache persists)."""
+
+    def __init__(self, path: Path):
+        from executorch.runtime import Runtime
+
+        _load_kernels()
+        self._program = Runtime.get().load_program(str(path))
+        self._method = None
+        self.length = 0
+        self.reset()
+
+    def reset(self) -> None:
+        # A freshly loaded method starts with a zeroed cache; positions past `length` are masked
+        # anyway, so reloading is for hygiene, not correctness.
+        self._method = self._program.load_method("forward")
+        self.length = 0
+
+    def forward(self, ids: list[int]) -> torch.Tensor:
+        """Feed ids at the next positions; returns the last position's logits [V] (fp32)."""
+        tokens = torch.tensor([ids], dtype=torch.long)
+        out = self._method.execute([tokens, torch.tensor([self.length], dtype=torch.long)])[0]
+        self.length += len(ids)
+        return out.reshape(-1, out.shape[-1])[-1].float()
+
+
+def open_session(path: Path) -> Session:
+    return Session(path)
+
+
+def read_metadata(path: Path) -> dict[str, Any]:
+    """The constant methods stored in a .pte, as the runner reads them, plus the two keys every
+    runtime module reports: `max_seq_len` and `eos_ids`."""
+    from executorch.runtime import Runtime
+
+    program = Runtime.get().load_program(str(path))
+    meta: dict[str, Any] = {}
+    for name in sorted(program.method_names - {"forward"}):
+        values = program.load_method(name).execute([])
+        meta[name] = list(values) if name == "get_eos_ids" else values[0]
+    if "get_max_seq_len" not in meta:
+        raise ExportError(f"{path}: no get_max_seq_len method; the LLM runner cannot load it")
+    meta["max_seq_len"] = int(meta["get_max_seq_len"])
+    meta["eos_ids"] = [int(v) for v in meta.get("get_eos_ids", [])]
+    return meta
+
+
+def runner_generate(path: Path, tokenizer_path: Path, prompt: str, max_new_tokens: int) -> tuple[bytes, dict]:
+    """Greedy generation by executorch's C++ LLM runner (TextLLMRunner: the runner under Android's
+    LlmModule and iOS's TextRunner), given only the .pte and tokenizer.json.
+
+    Returns (the bytes the runner printed, its stats as a dict). The runner writes each piece to
+    C stdout itself, skipping single-byte pieces that are not printable (its safe_printf); we
+    capture that stream rather than use the token callback, because the Python binding converts
+    each piece to `str` and raises UnicodeDecodeError on a piece that ends inside a UTF-8
+    character. `exporter.generate` is the byte-safe streaming path for users.
+    """
+    import json
+    import os
+    import sys
+    import tempfile
+
+    from executorch.extension.llm.runner import GenerationConfig, TextLLMRunner
+
+    _load_kernels()
+    runner = TextLLMRunner(str(path), str(tokenizer_path))
+    stats: list[str] = []
+    config = GenerationConfig(echo=False, max_new_tokens=max_new_tokens, temperature=0.0, num_bos=1)
+    sys.stdout.flush()
+    saved = os.dup(1)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 1)
+        try:
+            runner.generate(prompt, config, None, lambda s: stats.append(s.to_json_string()))
+        finally:
+            sys.stdout.flush()
+            os.dup2(saved, 1)
+            os.close(saved)
+        captured.seek(0)
+        printed = captured.read()
+    # The runner ends with its own observer line: "\nPyTorchObserver {...}".
+    text = printed.split(b"PyTorchObserver")[0].removesuffix(b"\n")
+    return text, json.loads(stats[-1]) if stats else {}
