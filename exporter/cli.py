@@ -185,7 +185,8 @@ def verify(bundle, model_dir, as_json):
 def run(path, prompt, max_new_tokens, fmt, temperature, seed, tokenizer_path, as_json):
     """Generate from a bundle (or one artifact) through the runtime the app uses, streaming text.
 
-    PATH is a bundle directory (with manifest.json) or a single artifact file such as model.pte.
+    PATH is a bundle directory (with manifest.json) or a single artifact: a model.pte (ExecuTorch,
+    run by its runtime) or an ONNX Runtime GenAI folder (run by onnxruntime-genai).
     """
     from .generate import generate
     from .runner import open_for_run

@@ -42,7 +42,8 @@ from .verify import (
 
 log = logging.getLogger(__name__)
 
-TOOLS = ("torch", "executorch", "torchao", "tokenizers", "safetensors")
+TOOLS = ("torch", "executorch", "torchao", "onnx", "onnxscript", "onnxruntime", "onnxruntime-genai",
+         "tokenizers", "safetensors")
 
 
 @dataclass(frozen=True)
@@ -124,6 +125,15 @@ def _write_json(path: Path, data: Any) -> None:
     path.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
+def copy_tokenizer_files(checkpoint: Checkpoint, folder: Path) -> None:
+    """tokenizer.json and tokenizer_config.json (an empty object when the checkpoint has none)."""
+    shutil.copyfile(checkpoint.tokenizer.tokenizer_json, folder / "tokenizer.json")
+    if checkpoint.tokenizer.tokenizer_config:
+        shutil.copyfile(checkpoint.tokenizer.tokenizer_config, folder / "tokenizer_config.json")
+    else:
+        (folder / "tokenizer_config.json").write_text("{}\n")
+
+
 def _copy_tokenizer(checkpoint: Checkpoint, staging: Path) -> dict[str, Any]:
     shutil.copyfile(checkpoint.tokenizer.tokenizer_json, staging / "tokenizer.json")
     # Apps encode with the tokenizer's own post-processor (ExecuTorch runner: num_bos=1).
@@ -167,6 +177,8 @@ def export_target(checkpoint: Checkpoint, target: TargetRecipe, request: ExportR
             meta = module.artifact_metadata(checkpoint, max_seq_len)
             with stage(f"emit {fmt} ({recipe.name})"):
                 path = module.emit(copy.deepcopy(decoder), recipe, max_seq_len, meta, staging / fmt)
+                if module.TOKENIZER_IN_ARTIFACT:
+                    copy_tokenizer_files(checkpoint, path)
             rel = path.relative_to(staging).as_posix()
             with stage(f"verify {rel}"):
                 parity = verify_artifact(module.open_session(path), references, recipe.thresholds,

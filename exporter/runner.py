@@ -12,6 +12,12 @@ from .runtimes import IMPLEMENTED, runtime
 SUFFIX_FORMATS = {".pte": "executorch"}
 
 
+def _format_of(path: Path) -> str | None:
+    if path.is_dir() and (path / "genai_config.json").is_file():
+        return "onnx"  # an ONNX Runtime GenAI folder
+    return SUFFIX_FORMATS.get(path.suffix)
+
+
 @dataclass
 class RunTarget:
     artifact: Path
@@ -52,13 +58,13 @@ def open_for_run(path: Path, fmt: str | None, tokenizer_path: Path | None) -> Ru
         eos, max_seq_len = manifest["model"]["eos_token_ids"], manifest["model"]["max_seq_len"]
         module = runtime(chosen)
     else:
-        chosen = fmt or SUFFIX_FORMATS.get(path.suffix)
+        chosen = fmt or _format_of(path)
         if chosen not in IMPLEMENTED:
             raise InputError(f"{path}: not a bundle directory nor a known artifact "
-                             f"({', '.join(SUFFIX_FORMATS)}); pass --format")
+                             "(a .pte file or an ONNX Runtime GenAI folder)")
         module = runtime(chosen)
         artifact = path
-        candidates = [tokenizer_path] if tokenizer_path else [path.parent / "tokenizer.json",
+        candidates = [tokenizer_path] if tokenizer_path else [path / "tokenizer.json", path.parent / "tokenizer.json",
                                                              path.parent.parent / "tokenizer.json"]
         tokenizer_file = next((c for c in candidates if c and c.is_file()), None)
         if tokenizer_file is None:

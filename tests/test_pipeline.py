@@ -37,14 +37,20 @@ def test_bundle_holds_exactly_the_manifest_files(exported):
     on_disk = {p.relative_to(bundle).as_posix() for p in bundle.rglob("*") if p.is_file()}
     assert on_disk == {f["path"] for f in manifest["files"]} | {"manifest.json"}
     assert manifest_io.check_files(bundle, manifest) == []
-    (artifact,) = manifest["artifacts"]
-    assert artifact["format"] == "executorch" and artifact["path"] == "executorch/model.pte"
-    assert artifact["parity"]["passed"] and artifact["parity"]["top1"] == 1.0
-    assert "android: verified executorch/model.pte" in result.stdout
+    paths = {a["format"]: a["path"] for a in manifest["artifacts"]}
+    assert paths == {"executorch": "executorch/model.pte", "onnx": "onnx"}
+    for artifact in manifest["artifacts"]:
+        assert artifact["parity"]["passed"] and artifact["parity"]["top1"] == 1.0
+        assert artifact["quantization"] == "none"
+    assert "android: verified executorch/model.pte" in result.stdout and "onnx (none" in result.stdout
+    assert {"genai_config.json", "model.ort", "model.onnx", "required_operators.config", "tokenizer.json",
+            "tokenizer_config.json"} <= {p.name for p in (bundle / "onnx").iterdir()}
     parity = json.loads((bundle / "parity.json").read_text())
-    assert {p["name"] for p in parity[0]["prompts"]} == {"short", "code", "non-ascii", "long"}
-    long_prompt = next(p for p in parity[0]["prompts"] if p["name"] == "long")
-    assert long_prompt["prompt_tokens"] == 128 - 32  # reaches the context limit
+    assert [p["format"] for p in parity] == ["executorch", "onnx"]
+    for result_of_format in parity:
+        assert {p["name"] for p in result_of_format["prompts"]} == {"short", "code", "non-ascii", "long"}
+        long_prompt = next(p for p in result_of_format["prompts"] if p["name"] == "long")
+        assert long_prompt["prompt_tokens"] == 128 - 32  # reaches the context limit
     assert "<svg" in (bundle / "parity.html").read_text()
     assert not list(bundle.parent.glob(".staging-*"))
 
@@ -53,7 +59,7 @@ def test_verify_passes_with_recorded_reference_and_with_checkpoint(exported):
     model, bundle, _ = exported
     recorded = slm("verify", str(bundle))
     assert recorded.returncode == 0, recorded.stdout + recorded.stderr
-    assert "reference recorded-top32" in recorded.stdout
+    assert recorded.stdout.count("reference recorded-top32") == 2  # executorch and onnx
     full = slm("verify", str(bundle), "--model", str(model))
     assert full.returncode == 0, full.stdout + full.stderr
     assert "reference checkpoint" in full.stdout
@@ -97,16 +103,18 @@ def test_verify_fails_parity_on_perturbed_weights(exported, tmp_path):
     assert "FAIL executorch/model.pte" in result.stdout
 
 
-def test_run_generates_the_reference_tokens(exported):
+@pytest.mark.parametrize("fmt", ["executorch", "onnx"])
+def test_run_generates_the_reference_tokens(exported, fmt):
     model, bundle, _ = exported
-    result = slm("run", str(bundle), "--prompt", "def add(a, b):", "--max-new-tokens", "20", "--json")
+    result = slm("run", str(bundle), "--prompt", "def add(a, b):", "--max-new-tokens", "20", "--json",
+                 "--format", fmt)
     assert result.returncode == 0, result.stderr
     out = json.loads(result.stdout)
     checkpoint = load_checkpoint(model)
     ids = load_tokenizer(checkpoint.tokenizer.tokenizer_json).encode("def add(a, b):").ids
     assert out["prompt_ids"] == ids
     expected, _ = ReferenceLM(build_model(checkpoint, 128), 128).greedy(ids, 20, checkpoint.eos_token_ids)
-    assert out["generated_ids"] == expected
+    assert out["generated_ids"] == expected and out["format"] == fmt
 
 
 @pytest.mark.parametrize(("args", "message"), [

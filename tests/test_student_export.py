@@ -25,16 +25,23 @@ def test_default_android_export_passes_the_8da4w_thresholds(tmp_path):
                             capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     manifest = manifest_io.read(tmp_path / "android")
-    (artifact,) = manifest["artifacts"]
-    assert artifact["quantization"] == "8da4w" and artifact["parity"]["passed"]
-    thresholds = load_target("android").formats["executorch"].recipes["8da4w"].thresholds
-    assert artifact["parity"]["top1"] >= thresholds.top1_min
-    assert artifact["parity"]["kl_mean"] <= thresholds.kl_max
+    target = load_target("android")
+    assert {(a["format"], a["quantization"]) for a in manifest["artifacts"]} == {("executorch", "8da4w"),
+                                                                                ("onnx", "int4")}
     fp32_bytes = (STUDENT_DIR / "model.safetensors").stat().st_size
-    assert artifact["bytes"] < fp32_bytes  # quantized is smaller than the fp32 weights alone
+    for artifact in manifest["artifacts"]:
+        thresholds = target.formats[artifact["format"]].recipes[artifact["quantization"]].thresholds
+        assert artifact["parity"]["passed"]
+        assert artifact["parity"]["top1"] >= thresholds.top1_min
+        assert artifact["parity"]["kl_mean"] <= thresholds.kl_max
+    pte = next(a for a in manifest["artifacts"] if a["format"] == "executorch")
+    assert pte["bytes"] < fp32_bytes  # quantized is smaller than the fp32 weights alone
+    ort = tmp_path / "android" / "onnx" / "model.ort"
+    assert ort.stat().st_size < fp32_bytes / 3  # int4 with the embedding shared with the head
     assert manifest["model"]["family"] == "llama" and manifest["model"]["eos_token_ids"] == [0]
     # Progress on stderr for the long stages.
     assert "lower to XNNPACK done" in result.stderr and "verify executorch/model.pte done" in result.stderr
+    assert "convert to ORT format done" in result.stderr and "verify onnx done" in result.stderr
 
 
 def test_llm_runner_reproduces_the_students_greedy_tokens(tmp_path):
@@ -54,7 +61,7 @@ def test_llm_runner_reproduces_the_students_greedy_tokens(tmp_path):
     assert stats["prompt_tokens"] == len(prompt_ids)
 
 
-def test_run_streams_the_students_text(tmp_path):
+def test_ios_bundle_runs_and_streams_the_students_text(tmp_path):
     result = subprocess.run([sys.executable, "-m", "exporter", "--target", "ios", "--quant", "none",
                              "--max-seq-len", "96", "--out", str(tmp_path)], capture_output=True, text=True,
                             timeout=900)

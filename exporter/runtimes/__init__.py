@@ -1,6 +1,6 @@
 """One module per runtime, each with the same small interface:
 
-    FORMAT, FILENAME
+    FORMAT, TOKENIZER_IN_ARTIFACT (whether the tokenizer files go inside the artifact folder)
     emit(decoder, recipe, max_seq_len, metadata, out_dir) -> Path     # quantize + export + write
     open_session(path) -> Session                                     # reset(); forward(ids) -> logits [V]
     generate(path, tokenizer_path, prompt_ids, max_new_tokens, on_token) -> list[int]   # the app's path
@@ -15,7 +15,7 @@ import importlib
 from types import ModuleType
 
 # Formats that have a runtime module. A format named in a target file but missing here is an error.
-IMPLEMENTED = {"executorch": "exporter.runtimes.executorch"}
+IMPLEMENTED = {"executorch": "exporter.runtimes.executorch", "onnx": "exporter.runtimes.onnx_genai"}
 
 
 def runtime(fmt: str) -> ModuleType:

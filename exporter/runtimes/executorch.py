@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 
 FORMAT = "executorch"
 FILENAME = "model.pte"
+TOKENIZER_IN_ARTIFACT = False  # the runner takes the tokenizer path separately
 
 
 class ExecuTorchLM(nn.Module):

@@ -1,0 +1,236 @@
+"""ONNX Runtime Mobile in the ONNX Runtime GenAI layout: emit, open a session, metadata.
+
+The artifact is a folder that `onnxruntime_genai.Model(folder)` loads as is (the same engine as
+`com.microsoft.onnxruntime:onnxruntime-genai-android` and the iOS package):
+
+    genai_config.json        -> filename: model.ort
+    model.ort                ORT Mobile format (what the reduced-size mobile runtime loads)
+    required_operators.config   operator list for a reduced ORT build (contrib ops included:
+                             GroupQueryAttention, MatMulNBits, GatherBlockQuantized, ...)
+    model.onnx               the same graph as ONNX (desktop runtimes, inspection)
+    tokenizer.json, tokenizer_config.json   (GenAI requires both)
+
+Graph signature (batch b, new tokens s, past length p):
+
+    input_ids int64 [b, s], attention_mask int64 [b, p+s], position_ids int64 [b, s],
+    past_key_values.%d.key / .value fp32 [b, kv_heads, p, head_dim]
+    -> logits fp32 [b, s, V], present.%d.key / .value fp32 [b, kv_heads, p+s, head_dim]
+
+GenAI right-pads batched prompts (pad positions get position 0 and mask 0), so positions come
+from position_ids and keys are masked by attention_mask. Attention is com.microsoft's
+GroupQueryAttention, which updates the cache in place: genai_config sets
+past_present_share_buffer true.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import ExportError
+from ..models import Decoder
+from ..recipes import QuantRecipe
+
+log = logging.getLogger(__name__)
+
+FORMAT = "onnx"
+# GenAI loads the tokenizer from the model folder: the pipeline copies tokenizer.json and
+# tokenizer_config.json into the artifact.
+TOKENIZER_IN_ARTIFACT = True
+ONNX_FILE, ORT_FILE, CONFIG_FILE = "model.onnx", "model.ort", "genai_config.json"
+OPSET = 21
+
+
+class GenAIDecoder(nn.Module):
+    """The decoder in GenAI's signature: explicit past inputs and present outputs."""
+
+    def __init__(self, decoder: Decoder):
+        super().__init__()
+        self.decoder = decoder
+        self.num_layers = decoder.spec.num_layers
+
+    def forward(self, input_ids, attention_mask, position_ids, *past):
+        from .onnx_graph import GroupQueryAttentionCache
+
+        cache = GroupQueryAttentionCache(list(past[: self.num_layers]), list(past[self.num_layers:]),
+                                         attention_mask, self.decoder.spec.sliding_window)
+        logits = self.decoder(input_ids, position_ids, cache)
+        return (logits, *cache.present_keys, *cache.present_values)
+
+
+def io_names(num_layers: int) -> tuple[list[str], list[str]]:
+    inputs = ["input_ids", "attention_mask", "position_ids",
+              *[f"past_key_values.{i}.key" for i in range(num_layers)],
+              *[f"past_key_values.{i}.value" for i in range(num_layers)]]
+    outputs = ["logits", *[f"present.{i}.key" for i in range(num_layers)],
+               *[f"present.{i}.value" for i in range(num_layers)]]
+    return inputs, outputs
+
+
+def artifact_metadata(checkpoint, max_seq_len: int) -> dict[str, Any]:
+    """genai_config.json. Every key is one GenAI 0.18 knows: an unknown key is a hard error there."""
+    spec = checkpoint.spec
+    eos = list(checkpoint.eos_token_ids)
+    # GenAI masks batch padding by `token != pad_token_id`; eos never appears inside a prompt.
+    pad = eos[0] if eos else 0
+    return {
+        "model": {
+            "bos_token_id": checkpoint.bos_token_id if checkpoint.bos_token_id is not None else pad,
+            "context_length": max_seq_len,
+            "decoder": {
+                "session_options": {"log_id": "onnxruntime-genai", "provider_options": []},
+                "filename": ORT_FILE,
+                "head_size": spec.head_dim,
+                "hidden_size": spec.hidden_size,
+                "inputs": {"input_ids": "input_ids", "attention_mask": "attention_mask",
+                           "position_ids": "position_ids", "past_key_names": "past_key_values.%d.key",
+                           "past_value_names": "past_key_values.%d.value"},
+                "outputs": {"logits": "logits", "present_key_names": "present.%d.key",
+                            "present_value_names": "present.%d.value"},
+                "num_attention_heads": spec.num_heads,
+                "num_hidden_layers": spec.num_layers,
+                "num_key_value_heads": spec.num_kv_heads,
+            },
+            "eos_token_id": eos,
+            "pad_token_id": pad,
+            # "decoder" is GenAI's generic decoder-only type; the I/O names above define the rest.
+            "type": "decoder",
+            "vocab_size": spec.vocab_size,
+        },
+        "search": {"do_sample": False, "max_length": max_seq_len, "num_beams": 1,
+                   "past_present_share_buffer": True, "temperature": 1.0, "top_k": 1, "top_p": 1.0},
+    }
+
+
+def _export(decoder: Decoder):
+    from .onnx_graph import translation_table
+
+    spec = decoder.spec
+    module = GenAIDecoder(decoder).eval()
+    inputs, outputs = io_names(spec.num_layers)
+    # Sample sizes >= 2 everywhere: torch.export specialises dimensions of size 0 and 1.
+    b, s, p = 2, 3, 4
+    example = (torch.randint(0, spec.vocab_size, (b, s)), torch.ones(b, p + s, dtype=torch.long),
+               torch.arange(p, p + s).expand(b, s).contiguous(),
+               *[torch.zeros(b, spec.num_kv_heads, p, spec.head_dim) for _ in range(2 * spec.num_layers)])
+    past = {0: "batch_size", 2: "past_sequence_length"}
+    dynamic = ({0: "batch_size", 1: "sequence_length"}, {0: "batch_size", 1: "total_sequence_length"},
+               {0: "batch_size", 1: "sequence_length"}, tuple(past for _ in range(2 * spec.num_layers)))
+    with torch.no_grad():
+        program = torch.onnx.export(module, example, dynamo=True, input_names=inputs, output_names=outputs,
+                                    dynamic_shapes=dynamic, opset_version=OPSET, optimize=True,
+                                    custom_translation_table=translation_table(), verbose=False)
+    return program.model_proto
+
+
+def quantize(model, recipe: QuantRecipe, tied: bool, work_dir: Path):
+    """none: fp32. int4: MatMulNBits, symmetric, `block_size` (default 32), `accuracy_level`
+    (default 4: int8 activations inside the kernel), the tied embedding read from the int4 head.
+    int8: onnxruntime's dynamic quantization (int8 per-channel weights, int8 activations)."""
+    from . import onnx_graph
+
+    scheme = recipe.params.get("scheme", recipe.name)
+    if scheme == "none":
+        return model
+    onnx_graph.fold_weight_transposes(model)
+    if scheme == "int4":
+        block = int(recipe.params.get("block_size", 32))
+        model = onnx_graph.quantize_nbits(model, 4, block, int(recipe.params.get("accuracy_level", 4)))
+        if tied and not onnx_graph.share_embedding_with_int4_head(model, block):
+            log.warning("tied embedding could not be shared with the int4 head; it is stored separately")
+        return model
+    if scheme == "int8":
+        return onnx_graph.quantize_int8_dynamic(model, work_dir)
+    raise ExportError(f"unknown ONNX quantization scheme {scheme!r}")
+
+
+def _to_ort(folder: Path) -> None:
+    """model.onnx -> model.ort + required_operators.config, with onnxruntime's own converter."""
+    command = [sys.executable, "-m", "onnxruntime.tools.convert_onnx_models_to_ort", str(folder / ONNX_FILE),
+               "--optimization_style", "Fixed", "--output_dir", str(folder)]
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0 or not (folder / ORT_FILE).is_file():
+        raise ExportError(f"ORT format conversion failed: {(done.stderr or done.stdout).strip().splitlines()[-1:]}")
+    configs = sorted(folder.glob("*.required_operators.config")) + sorted(folder.glob("required_operators*.config"))
+    if configs and configs[0].name != "required_operators.config":
+        configs[0].rename(folder / "required_operators.config")
+
+
+def _same_logits(folder: Path, spec) -> float:
+    """Max abs logits difference between model.onnx and model.ort in plain onnxruntime."""
+    import onnxruntime as ort
+
+    rng = np.random.default_rng(0)
+    feeds = {"input_ids": rng.integers(0, spec.vocab_size, (1, 5), dtype=np.int64),
+             "attention_mask": np.ones((1, 5), dtype=np.int64),
+             "position_ids": np.arange(5, dtype=np.int64)[None]}
+    for i in range(spec.num_layers):
+        for kind in ("key", "value"):
+            feeds[f"past_key_values.{i}.{kind}"] = np.zeros((1, spec.num_kv_heads, 0, spec.head_dim), np.float32)
+    outs = [ort.InferenceSession(str(folder / name), providers=["CPUExecutionProvider"]).run(["logits"], feeds)[0]
+            for name in (ONNX_FILE, ORT_FILE)]
+    return float(np.abs(outs[0] - outs[1]).max())
+
+
+def emit(decoder: Decoder, recipe: QuantRecipe, max_seq_len: int, metadata: dict[str, Any], out_dir: Path) -> Path:
+    import onnx
+
+    from ..progress import stage
+    from .onnx_graph import strip_metadata
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with stage("torch.onnx.export (dynamo, GroupQueryAttention)"):
+        model = _export(decoder)
+    strip_metadata(model)
+    with stage(f"quantize onnx ({recipe.name})"):
+        model = quantize(model, recipe, decoder.spec.tie_word_embeddings, out_dir)
+    large = model.ByteSize() > 1_800_000_000  # protobuf's 2 GB limit, with headroom
+    onnx.save_model(model, str(out_dir / ONNX_FILE), save_as_external_data=large,
+                    all_tensors_to_one_file=True, location=ONNX_FILE + ".data")
+    with stage("convert to ORT format"):
+        _to_ort(out_dir)
+    difference = _same_logits(out_dir, decoder.spec)
+    if difference > 1e-4:
+        raise ExportError(f"model.ort and model.onnx disagree (max abs logits difference {difference:.3g})")
+    (out_dir / CONFIG_FILE).write_text(json.dumps(metadata, indent=2) + "\n", encoding="utf-8")
+    return out_dir
+
+
+class Session:
+    """onnxruntime-genai over the artifact folder; forward feeds tokens and returns the last
+    position's logits. reset() starts a new generator (a new sequence)."""
+
+    def __init__(self, folder: Path):
+        import onnxruntime_genai as og
+
+        self._og = og
+        self.model = og.Model(str(folder))
+        self.reset()
+
+    def reset(self) -> None:
+        params = self._og.GeneratorParams(self.model)
+        params.set_search_options(do_sample=False, batch_size=1)
+        self.generator = self._og.Generator(self.model, params)
+
+    def forward(self, ids: list[int]) -> torch.Tensor:
+        self.generator.append_tokens(np.asarray([ids], dtype=np.int32))
+        return torch.from_numpy(np.array(self.generator.get_logits(), dtype=np.float32).reshape(-1))
+
+
+def open_session(path: Path) -> Session:
+    return Session(path)
+
+
+def read_metadata(path: Path) -> dict[str, Any]:
+    config = json.loads((path / CONFIG_FILE).read_text(encoding="utf-8"))
+    eos = config["model"]["eos_token_id"]
+    return {**config, "max_seq_len": int(config["model"]["context_length"]),
+            "eos_ids": eos if isinstance(eos, list) else [eos]}
