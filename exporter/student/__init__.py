@@ -23,6 +23,6 @@ same thread count) reproduces the checkpoint up to floating-point reduction orde
 
 from pathlib import Path
 
-STUDENT_DIR = Path(__file__).parent / "assets"
+STUDENT_DIR = Path(__file__).parent / "slm-student"
 
 __all__ = ["STUDENT_DIR"]

@@ -334,7 +334,7 @@ def run(out: Path, steps_scale: float = 1.0, threads: int = 2, seed: int = 0,
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m exporter.student.train", description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=STUDENT_DIR, help="output folder (default: the shipped assets)")
+    parser.add_argument("--out", type=Path, default=STUDENT_DIR, help="output folder (default: the shipped student)")
     parser.add_argument("--steps-scale", type=float, default=1.0, help="multiplies every step count")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--seed", type=int, default=0)
