@@ -186,7 +186,8 @@ def run(path, prompt, max_new_tokens, fmt, temperature, seed, tokenizer_path, as
     """Generate from a bundle (or one artifact) through the runtime the app uses, streaming text.
 
     PATH is a bundle directory (with manifest.json) or a single artifact: a model.pte (ExecuTorch,
-    run by its runtime) or an ONNX Runtime GenAI folder (run by onnxruntime-genai).
+    run by its runtime), an ONNX Runtime GenAI folder (onnxruntime-genai) or a model.mlpackage
+    (Core ML on macOS; elsewhere slm-export's MIL interpreter, emulating fp16).
     """
     from .generate import generate
     from .runner import open_for_run

@@ -9,7 +9,7 @@ from pathlib import Path
 from .errors import InputError
 from .runtimes import IMPLEMENTED, runtime
 
-SUFFIX_FORMATS = {".pte": "executorch"}
+SUFFIX_FORMATS = {".pte": "executorch", ".mlpackage": "coreml"}
 
 
 def _format_of(path: Path) -> str | None:
@@ -61,7 +61,7 @@ def open_for_run(path: Path, fmt: str | None, tokenizer_path: Path | None) -> Ru
         chosen = fmt or _format_of(path)
         if chosen not in IMPLEMENTED:
             raise InputError(f"{path}: not a bundle directory nor a known artifact "
-                             "(a .pte file or an ONNX Runtime GenAI folder)")
+                             "(a .pte file, an .mlpackage or an ONNX Runtime GenAI folder)")
         module = runtime(chosen)
         artifact = path
         candidates = [tokenizer_path] if tokenizer_path else [path / "tokenizer.json", path.parent / "tokenizer.json",

@@ -89,7 +89,9 @@ class DecoderSpec:
 
 
 def _gelu_tanh(x: torch.Tensor) -> torch.Tensor:
-    return F.gelu(x, approximate="tanh")
+    # Written out rather than F.gelu(approximate="tanh"): coremltools 9 converts the latter from
+    # torch.export as EXACT gelu (it reads the mode positionally; export passes it by keyword).
+    return 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x.pow(3))))
 
 
 ACTIVATIONS = {

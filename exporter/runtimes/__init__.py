@@ -15,7 +15,8 @@ import importlib
 from types import ModuleType
 
 # Formats that have a runtime module. A format named in a target file but missing here is an error.
-IMPLEMENTED = {"executorch": "exporter.runtimes.executorch", "onnx": "exporter.runtimes.onnx_genai"}
+IMPLEMENTED = {"executorch": "exporter.runtimes.executorch", "onnx": "exporter.runtimes.onnx_genai",
+               "coreml": "exporter.runtimes.coreml"}
 
 
 def runtime(fmt: str) -> ModuleType:

@@ -1,0 +1,230 @@
+"""Core ML (.mlpackage, iOS 18 / macOS 15): a stateful model for the Swift ecosystem.
+
+Interface (names of huggingface/swift-transformers' stateful `LanguageModel`):
+
+    inputs   inputIds   int32 [1, q]          q flexible, 1 .. max_seq_len-1
+             causalMask fp16  [1, 1, q, end]  end = tokens in the cache after this call
+    states   keyCache, valueCache  fp16 [layers, 1, kv_heads, max_seq_len, head_dim]
+    output   logits     fp16 [1, q, V]
+
+The new tokens sit at positions end-q .. end-1 and are written into the states there. The model
+builds its causal mask itself from those positions over the whole cache and reads only the
+*shape* of `causalMask`: swift-transformers' driver passes an all-zero mask of shape
+[1, 1, 1, tokens+1] even at prefill, other drivers pass a real causal mask, and both then give
+the same result (tested). Attending over the full cache (masked) rather than slicing it to `end`
+also avoids the torch.export guard that a slice whose bound may equal the cache length raises.
+
+Precision: weights fp16 (or compressed), activations fp16, except the normalisation statistics
+(pow, reduce_mean, rsqrt; layer_norm), kept in fp32: x**2 overflows fp16 for |x| > ~256.
+Compression (coremltools.optimize.coreml) touches only `linear` weights, so the RoPE tables
+(gathered constants) stay exact; a tied embedding shares the head's compressed weight.
+
+Core ML cannot run on Linux; the session here is exporter.coreml_interp, a checked MIL
+interpreter, and the macOS CI job runs the same parity with MLModel.predict.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import ExportError
+from ..models import Decoder
+from ..recipes import QuantRecipe
+
+log = logging.getLogger(__name__)
+
+FORMAT = "coreml"
+FILENAME = "model.mlpackage"
+TOKENIZER_IN_ARTIFACT = False  # the app tokenizes with swift-transformers from the bundle's tokenizer.json
+FP32_STATISTICS = {"pow", "reduce_mean", "rsqrt", "layer_norm", "reduce_sum", "sqrt", "real_div"}
+
+
+class _StateCache:
+    """Writes this call's k/v into the state buffers at [start, end) and attends over the whole
+    cache with the model's own causal mask."""
+
+    def __init__(self, owner: CoreMLDecoder, start, end, mask):
+        self.owner, self.start, self.end, self.mask = owner, start, end, mask
+
+    def attend(self, layer_index, q, k, v):
+        from ..models.cache import masked_attention
+
+        keys, values = self.owner.keyCache, self.owner.valueCache
+        keys[layer_index: layer_index + 1, :, :, self.start: self.end, :] = k.to(keys.dtype).unsqueeze(0)
+        values[layer_index: layer_index + 1, :, :, self.start: self.end, :] = v.to(values.dtype).unsqueeze(0)
+        return masked_attention(q, keys[layer_index].to(q.dtype), values[layer_index].to(q.dtype), self.mask)
+
+
+class CoreMLDecoder(nn.Module):
+    def __init__(self, decoder: Decoder, max_seq_len: int):
+        super().__init__()
+        spec = decoder.spec
+        self.decoder = decoder
+        shape = (spec.num_layers, 1, spec.num_kv_heads, max_seq_len, spec.head_dim)
+        self.register_buffer("keyCache", torch.zeros(shape, dtype=torch.float16))
+        self.register_buffer("valueCache", torch.zeros(shape, dtype=torch.float16))
+
+    def forward(self, inputIds: torch.Tensor, causalMask: torch.Tensor) -> torch.Tensor:  # noqa: N803 (Swift names)
+        q, end = inputIds.shape[1], causalMask.shape[-1]
+        start = end - q
+        positions = torch.arange(q) + start  # [q]
+        slots = torch.arange(self.keyCache.shape[3])
+        allowed = slots[None, :] <= positions[:, None]
+        window = self.decoder.spec.sliding_window
+        if window is not None:
+            allowed = torch.logical_and(allowed, slots[None, :] > positions[:, None] - window)
+        cache = _StateCache(self, start, end, allowed[None, None])
+        return self.decoder(inputIds.long(), positions[None], cache)
+
+
+def artifact_metadata(checkpoint, max_seq_len: int) -> dict[str, str]:
+    """User-defined metadata of the .mlpackage (all values are strings in Core ML)."""
+    return {
+        "co.huggingface.exporters.name": checkpoint.name,
+        "co.huggingface.exporters.task": "text-generation",
+        "slm_export.context_length": str(max_seq_len),
+        "slm_export.bos_token_id": "" if checkpoint.bos_token_id is None else str(checkpoint.bos_token_id),
+        "slm_export.eos_token_ids": json.dumps(list(checkpoint.eos_token_ids)),
+        "slm_export.tokenizer": "tokenizer.json",
+        "slm_export.family": checkpoint.model_type,
+    }
+
+
+def _convert(decoder: Decoder, max_seq_len: int, fp32: bool, fp32_statistics: bool = True):
+    import coremltools as ct
+    from torch.export import Dim, export
+
+    from ..progress import stage
+
+    module = CoreMLDecoder(decoder, max_seq_len).eval()
+    query = Dim("query_length", min=1, max=max_seq_len - 1)
+    end = Dim("end_step", min=1, max=max_seq_len)
+    example = (torch.zeros(1, 4, dtype=torch.int32), torch.zeros(1, 1, 4, 6, dtype=torch.float16))
+    with stage("torch.export (coreml)"), torch.no_grad():
+        program = export(module, example, dynamic_shapes={"inputIds": {1: query}, "causalMask": {2: query, 3: end}},
+                         strict=False).run_decompositions({})
+    if fp32:
+        precision = ct.precision.FLOAT32
+    else:
+        # op_selector picks the ops computed in fp16; the normalisation statistics stay fp32.
+        # fp32_statistics=False exists to demonstrate the overflow it prevents (tests).
+        keep = FP32_STATISTICS if fp32_statistics else set()
+        precision = ct.transform.FP16ComputePrecision(op_selector=lambda op: op.op_type not in keep)
+    state_shape = tuple(module.keyCache.shape)
+    with stage("coremltools convert"):
+        return ct.convert(
+            program,
+            inputs=[ct.TensorType(name="inputIds", shape=(1, ct.RangeDim(1, max_seq_len - 1)), dtype=np.int32),
+                    ct.TensorType(name="causalMask", dtype=np.float16,
+                                  shape=(1, 1, ct.RangeDim(1, max_seq_len - 1), ct.RangeDim(1, max_seq_len)))],
+            outputs=[ct.TensorType(name="logits", dtype=np.float32 if fp32 else np.float16)],
+            states=[ct.StateType(wrapped_type=ct.TensorType(shape=state_shape, dtype=np.float16), name="keyCache"),
+                    ct.StateType(wrapped_type=ct.TensorType(shape=state_shape, dtype=np.float16), name="valueCache")],
+            minimum_deployment_target=ct.target.iOS18, convert_to="mlprogram", compute_precision=precision,
+            skip_model_load=True)
+
+
+def _weights_config(mlmodel, op_config):
+    """Compress the weights of `linear` ops and of the token embedding's `gather`, never the
+    RoPE tables (also gathered constants: compressing cos/sin shifts every position's angle).
+    A tied embedding is one constant read by a gather and a linear: both must get one config."""
+    import coremltools.optimize.coreml as cto
+
+    keep_exact = {op.name: None for op in mlmodel._mil_program.functions["main"].operations
+                  if op.op_type == "gather" and op.x.op is not None and op.x.op.op_type == "const"
+                  and "rotary" in op.x.name}
+    return cto.OptimizationConfig(op_type_configs={"linear": op_config, "gather": op_config},
+                                  op_name_configs=keep_exact)
+
+
+def compress(mlmodel, recipe: QuantRecipe):
+    """none / fp32: as converted. int4: per-block (block_size, default 32) symmetric linear
+    quantization. int8: per-channel symmetric linear quantization. palettize4 / palettize6:
+    k-means look-up tables of 4 or 6 bits per weight, one table per tensor."""
+    import coremltools.optimize.coreml as cto
+
+    scheme = recipe.params.get("scheme", recipe.name)
+    if scheme in ("none", "fp32"):
+        return mlmodel
+    if scheme == "int4":
+        op = cto.OpLinearQuantizerConfig(mode="linear_symmetric", dtype="int4", granularity="per_block",
+                                         block_size=int(recipe.params.get("block_size", 32)))
+        return cto.linear_quantize_weights(mlmodel, _weights_config(mlmodel, op))
+    if scheme == "int8":
+        op = cto.OpLinearQuantizerConfig(mode="linear_symmetric", dtype="int8", granularity="per_channel")
+        return cto.linear_quantize_weights(mlmodel, _weights_config(mlmodel, op))
+    if scheme in ("palettize4", "palettize6"):
+        op = cto.OpPalettizerConfig(mode="kmeans", nbits=int(scheme[-1]), granularity="per_tensor")
+        return cto.palettize_weights(mlmodel, _weights_config(mlmodel, op))
+    raise ExportError(f"unknown Core ML compression scheme {scheme!r}")
+
+
+def emit(decoder: Decoder, recipe: QuantRecipe, max_seq_len: int, metadata: dict[str, Any], out_dir: Path) -> Path:
+    from ..progress import stage
+
+    scheme = recipe.params.get("scheme", recipe.name)
+    mlmodel = _convert(decoder, max_seq_len, fp32=scheme == "fp32",
+                       fp32_statistics=bool(recipe.params.get("fp32_statistics", True)))
+    with stage(f"compress coreml ({recipe.name})"):
+        mlmodel = compress(mlmodel, recipe)
+    mlmodel.user_defined_metadata.update(metadata)
+    mlmodel.short_description = f"{metadata.get('co.huggingface.exporters.name', 'model')} (slm-export, {recipe.name})"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / FILENAME
+    mlmodel.save(str(path))
+    return path
+
+
+class Session:
+    """The .mlpackage driven the way the Swift app drives Core ML: inputIds, an all-zero
+    causalMask of the right shape, and the states. `engine` "interpreter" runs it with
+    exporter.coreml_interp (fp16 emulation by default); "coreml" with Apple's Core ML through
+    coremltools' MLModel.predict (macOS only)."""
+
+    def __init__(self, path: Path, engine: str, precision: str = "fp16"):
+        if engine == "coreml":
+            import coremltools as ct
+
+            self.program = ct.models.MLModel(str(path), compute_units=ct.ComputeUnit.CPU_ONLY)
+        else:
+            from ..coreml_interp import MILProgram
+
+            self.program = MILProgram.load(path, precision=precision)
+        self.reset()
+
+    def reset(self) -> None:
+        self.state = self.program.make_state()
+        self.length = 0
+
+    def forward(self, ids: list[int]) -> torch.Tensor:
+        end = self.length + len(ids)
+        outputs = self.program.predict({"inputIds": np.asarray([ids], dtype=np.int32),
+                                        "causalMask": np.zeros((1, 1, len(ids), end), dtype=np.float16)},
+                                       state=self.state)
+        self.length = end
+        return torch.from_numpy(np.asarray(outputs["logits"], dtype=np.float32)[0, -1].copy())
+
+
+def open_session(path: Path, engine: str | None = None, precision: str = "fp16") -> Session:
+    """Apple's Core ML where it exists (macOS), else the MIL interpreter."""
+    import sys
+
+    return Session(path, engine or ("coreml" if sys.platform == "darwin" else "interpreter"), precision)
+
+
+def read_metadata(path: Path) -> dict[str, Any]:
+    import coremltools as ct
+
+    spec = ct.utils.load_spec(str(path))
+    meta = dict(spec.description.metadata.userDefined)
+    if "slm_export.context_length" not in meta:
+        raise ExportError(f"{path}: not an slm-export Core ML model (no slm_export.context_length metadata)")
+    return {**meta, "max_seq_len": int(meta["slm_export.context_length"]),
+            "eos_ids": json.loads(meta.get("slm_export.eos_token_ids", "[]"))}

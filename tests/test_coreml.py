@@ -1,0 +1,132 @@
+"""Core ML artifacts: the stateful .mlpackage contract, and parity through the MIL interpreter
+(Apple's Core ML itself on macOS, where open_session picks it)."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from conftest import FAMILY_CASES
+
+from exporter.checkpoint import build_model, load_checkpoint
+from exporter.pipeline import ExportRequest, export
+from exporter.recipes import QuantRecipe, Thresholds, load_target
+from exporter.reference import ReferenceLM
+from exporter.runtimes import coreml
+from exporter.student import STUDENT_DIR
+
+MAX_SEQ_LEN = 64
+
+
+def _emit(checkpoint, out_dir, recipe="fp32", params=None, decoder=None):
+    decoder = decoder or build_model(checkpoint, MAX_SEQ_LEN)
+    return coreml.emit(decoder, QuantRecipe(recipe, params or {}, Thresholds()), MAX_SEQ_LEN,
+                       coreml.artifact_metadata(checkpoint, MAX_SEQ_LEN), out_dir)
+
+
+def test_package_follows_the_swift_transformers_stateful_interface(family_checkpoint, tmp_path):
+    import coremltools as ct
+
+    checkpoint = load_checkpoint(family_checkpoint("qwen2", "gqa4-untied"))
+    spec = ct.utils.load_spec(str(_emit(checkpoint, tmp_path, "none")))
+    description = spec.description
+    inputs = {i.name: i for i in description.input}
+    assert set(inputs) == {"inputIds", "causalMask"}
+    assert inputs["inputIds"].type.multiArrayType.dataType == ct.proto.FeatureTypes_pb2.ArrayFeatureType.INT32
+    assert inputs["causalMask"].type.multiArrayType.dataType == ct.proto.FeatureTypes_pb2.ArrayFeatureType.FLOAT16
+    assert len(inputs["causalMask"].type.multiArrayType.shape) == 4
+    (output,) = description.output
+    assert output.name == "logits"  # its rank (3) is checked by predicting, below
+    s = checkpoint.spec
+    states = {st.name: list(st.type.stateType.arrayType.shape) for st in description.state}
+    assert states == {name: [s.num_layers, 1, s.num_kv_heads, MAX_SEQ_LEN, s.head_dim]
+                      for name in ("keyCache", "valueCache")}
+    meta = dict(description.metadata.userDefined)
+    assert meta["co.huggingface.exporters.name"] and meta["slm_export.context_length"] == str(MAX_SEQ_LEN)
+    assert meta["slm_export.eos_token_ids"] == str(checkpoint.eos_token_ids)
+    assert spec.specificationVersion >= 9  # iOS 18: stateful models
+
+
+@pytest.mark.parametrize("family", sorted(FAMILY_CASES))
+def test_interpreter_reproduces_reference_greedy_tokens_fp32(family, family_checkpoint, tmp_path):
+    checkpoint = load_checkpoint(family_checkpoint(family, FAMILY_CASES[family][0][0]))
+    session = coreml.open_session(_emit(checkpoint, tmp_path), engine="interpreter", precision="fp32")
+    ref = ReferenceLM(build_model(checkpoint, MAX_SEQ_LEN), MAX_SEQ_LEN)
+    prompt = [t for t in range(3, 30)]  # longer than the mistral case's window
+    expected, logits = ref.greedy(prompt, 32)
+    top2 = logits.topk(2).values
+    ties = (top2[:, 0] - top2[:, 1]) <= 1e-4
+    got = [int(session.forward(prompt).argmax())]
+    while len(got) < len(expected):
+        got.append(int(session.forward([got[-1]]).argmax()))
+    first_difference = next((i for i, (a, b) in enumerate(zip(got, expected, strict=True)) if a != b), None)
+    assert first_difference is None or bool(ties[first_difference]), f"diverged at step {first_difference}"
+
+
+def test_zero_mask_and_real_causal_mask_give_the_same_logits(family_checkpoint, tmp_path):
+    """swift-transformers passes an all-zero causalMask [1,1,1,tokens+1] even at prefill; other
+    drivers pass a real causal mask. The model must be right under both."""
+    checkpoint = load_checkpoint(family_checkpoint("llama", "llama3-rope-tied-gqa2"))
+    path = _emit(checkpoint, tmp_path)
+    session = coreml.open_session(path, engine="interpreter", precision="fp32")
+    program, ids = session.program, [5, 9, 2, 7, 11, 4]
+    ref = ReferenceLM(build_model(checkpoint, MAX_SEQ_LEN), MAX_SEQ_LEN)
+    expected = torch.stack([ref.forward([t])[-1] for t in ids])
+
+    def run(mask_for):
+        state, end, rows = program.make_state(), 0, []
+        for chunk in (ids[:4], ids[4:5], ids[5:]):  # prefill 4, then one at a time
+            end += len(chunk)
+            out = program.predict({"inputIds": np.asarray([chunk], np.int32), "causalMask": mask_for(len(chunk), end)},
+                                  state=state)
+            assert out["logits"].shape == (1, len(chunk), checkpoint.spec.vocab_size)
+            rows.append(np.asarray(out["logits"], np.float32)[0])
+        return torch.from_numpy(np.concatenate(rows))
+
+    zero = run(lambda q, end: np.zeros((1, 1, q, end), np.float16))
+    causal = run(lambda q, end: np.triu(np.full((q, end), -np.inf, np.float32), k=end - q + 1)
+                 .astype(np.float16)[None, None])
+    assert torch.equal(zero, causal)
+    assert (zero - expected).abs().max() < 1e-3
+
+
+def test_planted_fp16_overflow_is_caught_and_fp32_statistics_fix_it(tmp_path):
+    """Scale the student's residual stream by 60 (embedding, o_proj and down_proj together;
+    the head untied and left alone): the same function in fp32, but x**2 inside an RMSNorm
+    computed in fp16 overflows."""
+    checkpoint = load_checkpoint(STUDENT_DIR)
+    decoder = build_model(checkpoint, MAX_SEQ_LEN)
+    with torch.no_grad():
+        decoder.lm_head.weight = torch.nn.Parameter(decoder.embed_tokens.weight.clone())
+        decoder.embed_tokens.weight.mul_(60)
+        for layer in decoder.layers:
+            layer.attn.o_proj.weight.mul_(60)
+            layer.mlp.down_proj.weight.mul_(60)
+    ids = list(range(3, 20))
+    expected = ReferenceLM(build_model(checkpoint, MAX_SEQ_LEN), MAX_SEQ_LEN).forward(ids)[-1]
+    assert (ReferenceLM(decoder, MAX_SEQ_LEN).forward(ids)[-1] - expected).abs().max() < 1e-2  # same function
+
+    def kl_after(params, where):
+        session = coreml.open_session(_emit(checkpoint, where, "none", params, decoder), engine="interpreter")
+        got = session.forward(ids)
+        p = torch.log_softmax(expected, -1)
+        return float((p.exp() * (p - torch.log_softmax(got.float(), -1))).sum())
+
+    broken = kl_after({"fp32_statistics": False}, tmp_path / "fp16-stats")
+    kept = kl_after({}, tmp_path / "fp32-stats")
+    thresholds = load_target("ios").formats["coreml"].recipes["none"].thresholds
+    assert not broken <= thresholds.kl_max  # NaN or a large KL: parity fails
+    assert kept <= thresholds.kl_max
+
+
+def test_student_fp16_and_int4_pass_their_thresholds(tmp_path):
+    target = load_target("ios")
+    for recipe in ("none", "int4"):
+        (result,) = export(ExportRequest(STUDENT_DIR, tmp_path / recipe, ("ios",), quant=recipe,
+                                         formats=("coreml",), max_seq_len=128))
+        (parity,) = result.results
+        assert parity.passed, parity.failures
+        assert parity.metrics["top1"] >= target.formats["coreml"].recipes[recipe].thresholds.top1_min
+    shutil.rmtree(tmp_path)
