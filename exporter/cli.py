@@ -84,11 +84,14 @@ def _target_choices() -> list[str]:
 @click.option("--formats", "formats", metavar="LIST",
               help=f"Comma-separated subset of the target's formats ({', '.join(FORMAT_NAMES)}).")
 @click.option("--max-seq-len", type=click.IntRange(min=8), help="KV-cache length (default: the target's).")
+@click.option("--app-dir", type=click.Path(path_type=Path),
+              help="App project to bundle into (default: this checkout's demo app for the target).")
+@click.option("--no-bundle", is_flag=True, help="Verify and write OUT/<target>/ only; leave the app alone.")
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging, peak memory per stage, tracebacks.")
 @click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors.")
 @click.version_option(package_name="slm-export")
 @click.pass_context
-def main(ctx, target, model_dir, out_dir, quant, formats, max_seq_len, verbose, quiet):
+def main(ctx, target, model_dir, out_dir, quant, formats, max_seq_len, app_dir, no_bundle, verbose, quiet):
     """Export a small language model for phones, verify it against PyTorch, and bundle it.
 
     \b
@@ -107,17 +110,19 @@ def main(ctx, target, model_dir, out_dir, quant, formats, max_seq_len, verbose, 
     if target is None:
         raise click.UsageError("missing --target (or a command; see --help)")
     selected = _parse_formats(formats)
-    _export(target, model_dir, out_dir, quant, selected, max_seq_len)
+    if app_dir is not None and (target == "all" or no_bundle):
+        raise click.UsageError("--app-dir needs one --target and no --no-bundle")
+    _export(target, model_dir, out_dir, quant, selected, max_seq_len, app_dir, not no_bundle)
 
 
 @guarded
-def _export(target, model_dir, out_dir, quant, formats, max_seq_len):
+def _export(target, model_dir, out_dir, quant, formats, max_seq_len, app_dir, bundle):
     from .pipeline import ExportRequest, export
     from .recipes import target_names
 
     targets = target_names() if target == "all" else [target]
     request = ExportRequest(model_dir=model_dir or _default_model(), out_dir=out_dir, targets=tuple(targets),
-                            quant=quant, formats=formats, max_seq_len=max_seq_len)
+                            quant=quant, formats=formats, max_seq_len=max_seq_len, bundle=bundle, app_dir=app_dir)
     for result in export(request):
         click.echo(result.summary())
 

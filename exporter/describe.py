@@ -22,7 +22,8 @@ def describe(checkpoint: Checkpoint) -> dict[str, Any]:
             "max_seq_len": context_length(checkpoint, target.max_seq_len),
             "artifacts": [{"format": f, "quantization": r.default_recipe,
                            "recipes": list(r.recipes)} for f, r in target.formats.items()],
-            "bundle": target.app_dir,
+            "bundle": f"{target.app_project}/{target.app_assets}",
+            "max_app_bytes": target.max_app_bytes,
         }
     return {
         "path": str(checkpoint.path),

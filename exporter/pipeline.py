@@ -5,8 +5,10 @@
 3. quantize  Decoder -> quantized copy, with the runtime's own tool   (runtimes/<format>.emit)
 4. emit      -> artifact file(s) in a staging directory               (runtimes/<format>.emit)
 5. verify    artifact through its real runtime vs the reference      (verify.verify_artifact)
-6. publish   manifest, tokenizer, parity report; staging renamed into OUT/<target> only if every
-             artifact passed, so an earlier good output survives a failed run.
+6. publish   manifest (with golden self-test vectors), tokenizer, parity report; staging renamed
+             into OUT/<target> only if every artifact passed, so an earlier good output survives.
+7. bundle    OUT/<target> copied atomically into the target's app, or side-load steps printed
+             when it is above the app's size limit                  (bundle.bundle_into_app)
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import os
 import shutil
 from dataclasses import dataclass, field
 from importlib import metadata as pkg_metadata
@@ -22,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
+from .atomic import staging_dir, swap_into_place
+from .bundle import BundleResult, bundle_into_app
 from .checkpoint import Checkpoint, build_model, load_checkpoint, sha256_file
 from .describe import context_length
 from .errors import InputError, ParityError
@@ -54,6 +57,8 @@ class ExportRequest:
     quant: str | None = None
     formats: tuple[str, ...] | None = None
     max_seq_len: int | None = None
+    bundle: bool = True
+    app_dir: Path | None = None  # an app project root; default: the target's demo app in this checkout
 
 
 @dataclass
@@ -62,11 +67,18 @@ class TargetResult:
     bundle: Path
     results: list[ParityResult] = field(default_factory=list)
     sizes: dict[str, int] = field(default_factory=dict)
+    app: BundleResult | None = None
 
     def summary(self) -> str:
         parts = [f"{r.artifact} ({r.quantization}, {self.sizes[r.artifact] / 1e6:.1f} MB, "
                  f"top1 {r.metrics['top1']:.3f}, KL {r.metrics['kl_mean']:.2g})" for r in self.results]
-        return f"{self.target}: verified {', '.join(parts)} -> {self.bundle}"
+        lines = [f"{self.target}: verified {', '.join(parts)} -> {self.bundle}"]
+        if self.app and self.app.destination:
+            lines.append(f"{self.target}: bundled into {self.app.destination}")
+        elif self.app and self.app.sideload_steps:
+            lines.append(f"{self.target}: {self.app.bytes / 1e6:.0f} MB is too large for the app's assets; "
+                         "side-load it:\n  " + "\n  ".join(self.app.sideload_steps))
+        return "\n".join(lines)
 
 
 def tool_versions() -> dict[str, str]:
@@ -87,38 +99,6 @@ def plan_formats(target: TargetRecipe, requested: tuple[str, ...] | None) -> lis
         raise InputError(f"target {target.name!r} does not emit {', '.join(missing)} "
                          f"(its formats: {', '.join(target.formats)})")
     return list(requested)
-
-
-def _staging_dir(out_dir: Path, target: str) -> Path:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for stale in out_dir.glob(f".staging-{target}-*"):
-        pid = stale.name.rsplit("-", 1)[-1]
-        if pid.isdigit() and not _alive(int(pid)):
-            shutil.rmtree(stale, ignore_errors=True)  # left by a killed run
-    staging = out_dir / f".staging-{target}-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir()
-    return staging
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def publish(staging: Path, destination: Path) -> None:
-    """Swap `staging` into `destination` with renames on one filesystem; the old output is
-    removed only after the new one is in place."""
-    old = destination.with_name(f".old-{destination.name}-{os.getpid()}")
-    if destination.exists():
-        os.rename(destination, old)
-    os.rename(staging, destination)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def _write_json(path: Path, data: Any) -> None:
@@ -146,6 +126,41 @@ def _copy_tokenizer(checkpoint: Checkpoint, staging: Path) -> dict[str, Any]:
     return entry
 
 
+# A generated token is a golden vector for the phone only while it won its step by this many
+# logits on the host: x86 and ARM kernels differ in the last bits, and a closer call may flip.
+SELF_TEST_MARGIN = 1.0
+SELF_TEST_TOKENS = 16
+SELF_TEST_MAX_PROMPT = 64
+
+
+def golden_vectors(parity: ParityResult, references: list[PromptReference]) -> dict[str, Any]:
+    """The self-test the apps run after loading a new bundle: prompt ids, the ids this artifact
+    generated greedily on the host runtime, and how many leading ids the phone must reproduce."""
+    cases = []
+    for result, ref in zip(parity.prompts, references, strict=True):
+        must_match = min(result.stable_prefix(SELF_TEST_MARGIN), SELF_TEST_TOKENS)
+        if len(ref.prompt_ids) <= SELF_TEST_MAX_PROMPT and must_match > 0:
+            cases.append({"name": ref.name, "prompt_ids": ref.prompt_ids,
+                          "expected_ids": result.greedy_ids[:SELF_TEST_TOKENS], "must_match": must_match})
+    return {"rule": f"greedy decoding; the first must_match ids must equal expected_ids (each won its step by "
+                    f">= {SELF_TEST_MARGIN} logits on the host)", "cases": cases}
+
+
+def check_tokenizer_parity(tokenizer_json: Path, ids_folder: Path, bundle: Path, artifacts: list[dict[str, Any]],
+                           manifest: dict[str, Any]) -> list[str]:
+    """The device tokenizers (ExecuTorch's C++ tokenizers, onnxruntime-genai's) against
+    `tokenizers` on the corpus, and bos/eos agreement across the checkpoint's files
+    (`ids_folder`), the manifest and every artifact's metadata. Problems, or []."""
+    from .tokenizer_parity import check_special_ids, check_tokenizers, read_artifact_metadata
+
+    with stage("tokenizer parity"):
+        onnx = next((bundle / a["path"] for a in artifacts if a["format"] == "onnx"), None)
+        problems = check_tokenizers(tokenizer_json, onnx, device_tokenizer_json=bundle / "tokenizer.json"
+                                    if (bundle / "tokenizer.json").is_file() else None)
+        metadata = {a["path"]: read_artifact_metadata(bundle / a["path"]) for a in artifacts}
+        return problems + check_special_ids(ids_folder, manifest, metadata)
+
+
 def build_reference(checkpoint: Checkpoint, max_seq_len: int):
     """Stage 2: the fp32 decoder and its greedy continuation + logits for every prompt."""
     from .tokenizer import load_tokenizer
@@ -168,7 +183,11 @@ def export_target(checkpoint: Checkpoint, target: TargetRecipe, request: ExportR
 
     decoder, references = build_reference(checkpoint, max_seq_len)
 
-    staging = _staging_dir(request.out_dir, target.name)
+    try:
+        staging = staging_dir(request.out_dir, target.name)
+        staging.mkdir()
+    except OSError as e:
+        raise InputError(f"{request.out_dir}: cannot write the output there ({e.strerror})") from None
     try:
         result = TargetResult(target.name, request.out_dir / target.name)
         artifacts = []
@@ -187,10 +206,17 @@ def export_target(checkpoint: Checkpoint, target: TargetRecipe, request: ExportR
             result.results.append(parity)
             result.sizes[rel] = size
             artifacts.append({"format": fmt, "path": rel, "quantization": recipe.name, "bytes": size,
-                              "sha256": digest, "parity": parity.summary()})
+                              "sha256": digest, "parity": parity.summary(),
+                              "self_test": golden_vectors(parity, references)})
             log.info("%s: %s, top1 %.4f, KL %.3g, greedy %s", rel, "passed" if parity.passed else "FAILED",
                      parity.metrics["top1"], parity.metrics["kl_mean"],
                      "; ".join(f"{p.name} {p.greedy_status}" for p in parity.prompts))
+
+        tokenizer_problems = check_tokenizer_parity(checkpoint.tokenizer.tokenizer_json, checkpoint.path, staging,
+                                                    artifacts, {"model": {"bos_token_id": checkpoint.bos_token_id,
+                                                                          "eos_token_ids": checkpoint.eos_token_ids}})
+        if tokenizer_problems:
+            raise ParityError(f"tokenizer parity failed: {tokenizer_problems[0]}; nothing shipped for {target.name}")
 
         from .report import write_html
 
@@ -210,6 +236,9 @@ def export_target(checkpoint: Checkpoint, target: TargetRecipe, request: ExportR
         _write_json(staging / "reference.json", {"tie_epsilon": 1e-4, "max_seq_len": max_seq_len,
                                                  "prompts": [r.to_json() for r in references]})
         tokenizer_entry = _copy_tokenizer(checkpoint, staging)
+        from .tokenizer_parity import expected_ids
+
+        tokenizer_entry["self_test"] = expected_ids(checkpoint.tokenizer.tokenizer_json)
         manifest = {
             "schema_version": SCHEMA_VERSION,
             "generator": {"name": "slm-export", "version": __version__, "tools": tool_versions()},
@@ -224,11 +253,14 @@ def export_target(checkpoint: Checkpoint, target: TargetRecipe, request: ExportR
             "files": list_files(staging),
         }
         write_manifest(staging, manifest)
-        publish(staging, result.bundle)
+        swap_into_place(staging, result.bundle)
         shutil.rmtree(request.out_dir / f"{target.name}.rejected", ignore_errors=True)
-        return result
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+    if request.bundle:
+        with stage(f"bundle {target.name}"):
+            result.app = bundle_into_app(result.bundle, target, request.app_dir)
+    return result
 
 
 def export(request: ExportRequest) -> list[TargetResult]:
@@ -271,6 +303,10 @@ def verify_bundle(bundle: Path, model_dir: Path | None = None) -> BundleCheck:
         references = build_reference(checkpoint, max_seq_len)[1]
     else:
         references = load_references(bundle, manifest)
+    if not any(p.startswith("tokenizer") for p in problems):  # a changed tokenizer is already a failure
+        problems += check_tokenizer_parity(bundle / manifest["tokenizer"]["path"], bundle, bundle,
+                                           [a for a in manifest["artifacts"] if (bundle / a["path"]).exists()],
+                                           manifest)
     target = load_target(manifest["target"])
     results = []
     for artifact in manifest["artifacts"]:

@@ -59,8 +59,11 @@ class TargetRecipe:
     name: str
     description: str
     max_seq_len: int
-    app_dir: str
     formats: dict[str, FormatRecipe]
+    app_project: str = ""  # the demo app's project folder, relative to the checkout
+    app_assets: str = ""  # where the bundle goes inside an app project
+    max_app_bytes: int = 0  # above this, the bundle is side-loaded instead of shipped in the app
+    sideload: tuple[str, ...] = ()  # commands, with {bundle} for the bundle's path
 
 
 def target_names() -> list[str]:
@@ -97,6 +100,9 @@ def load_target(name: str) -> TargetRecipe:
             raise RecipeError(f"targets/{name}.toml: default_recipe {body.get('default_recipe')!r} of {fmt} "
                               "has no [formats.{fmt}.recipes.<name>] table")
         formats[fmt] = FormatRecipe(fmt, body["default_recipe"], recipes)
+    bundle = raw.get("bundle", {})
     return TargetRecipe(name=raw.get("name", name), description=raw.get("description", ""),
-                        max_seq_len=int(raw.get("max_seq_len", 512)),
-                        app_dir=raw.get("bundle", {}).get("app_dir", ""), formats=formats)
+                        max_seq_len=int(raw.get("max_seq_len", 512)), formats=formats,
+                        app_project=bundle.get("app_project", ""), app_assets=bundle.get("app_assets", ""),
+                        max_app_bytes=int(bundle.get("max_app_bytes", 0)),
+                        sideload=tuple(bundle.get("sideload", ())))

@@ -135,6 +135,12 @@ class PromptResult:
     greedy_ids: list[int]
     greedy_prefix: int  # identical leading tokens in free-running generation
     greedy_status: str  # "identical" | "tie at step k" | "diverged at step k"
+    greedy_margins: list[float] = field(default_factory=list)  # artifact's top-1 minus top-2 logit per step
+
+    def stable_prefix(self, margin: float) -> int:
+        """Leading generated tokens whose choice won by at least `margin` logits on this host:
+        another CPU's kernels (ARM vs x86) should not flip them."""
+        return next((i for i, m in enumerate(self.greedy_margins) if m < margin), len(self.greedy_margins))
 
     @property
     def greedy_fraction(self) -> float:
@@ -153,7 +159,10 @@ def run_prompt(session: Session, ref: PromptReference) -> PromptResult:
     session.reset()
     logits = session.forward(ref.prompt_ids)
     generated: list[int] = []
+    margins: list[float] = []
     while len(generated) < len(ref.greedy_ids):
+        top2 = logits.topk(2).values
+        margins.append(float(top2[0] - top2[1]))
         token = int(logits.argmax())
         generated.append(token)
         if len(generated) < len(ref.greedy_ids):
@@ -166,7 +175,7 @@ def run_prompt(session: Session, ref: PromptReference) -> PromptResult:
         status = f"tie at step {prefix}"
     else:
         status = f"diverged at step {prefix}"
-    return PromptResult(ref.name, len(ref.prompt_ids), steps, generated, prefix, status)
+    return PromptResult(ref.name, len(ref.prompt_ids), steps, generated, prefix, status, margins)
 
 
 @dataclass

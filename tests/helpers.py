@@ -22,7 +22,9 @@ def save_random_checkpoint(directory: Path, hf_config: dict, seed: int = 0, toke
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    config = dict(hf_config)
+    # The test tokenizers put <|endoftext|> at id 0 and <|im_start|> at id 1 (exporter.tokenizer):
+    # the config's ids must agree, or tokenizer parity's bos/eos check rightly fails.
+    config = {**hf_config, "bos_token_id": 1, "eos_token_id": 0}
     model_type = config.pop("model_type")
     hf = AutoConfig.for_model(model_type, **config)
     torch.manual_seed(seed)

@@ -26,7 +26,7 @@ def test_loads_config_tokenizer_and_special_ids(llama_dir):
     assert ck.model_type == "llama"
     assert ck.spec.num_kv_heads == 2 and ck.spec.rope_scaling.kind == "llama3"
     assert ck.tokenizer.tokenizer_json.name == "tokenizer.json"
-    assert ck.bos_token_id == 1 and ck.eos_token_ids == [2]
+    assert ck.bos_token_id == 1 and ck.eos_token_ids == [0]
 
 
 def test_generation_config_overrides_config_and_accepts_eos_lists(llama_dir):

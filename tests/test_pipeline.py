@@ -23,15 +23,16 @@ def slm(*args: str) -> subprocess.CompletedProcess:
 def exported(tmp_path_factory, family_checkpoint):
     """One fp32 android export of a random qwen2 checkpoint, shared by the tests below."""
     out = tmp_path_factory.mktemp("dist")
+    app = tmp_path_factory.mktemp("app")
     model = family_checkpoint("qwen2", "tied-gqa2")
     result = slm("--target", "android", "--model", str(model), "--out", str(out), "--quant", "none",
-                 "--max-seq-len", "128")
+                 "--max-seq-len", "128", "--app-dir", str(app))
     assert result.returncode == 0, result.stderr
-    return model, out / "android", result
+    return model, out / "android", result, app
 
 
 def test_bundle_holds_exactly_the_manifest_files(exported):
-    _, bundle, result = exported
+    _, bundle, result, _ = exported
     manifest = manifest_io.read(bundle)  # validates against the schema
     assert manifest["target"] == "android" and manifest["model"]["max_seq_len"] == 128
     on_disk = {p.relative_to(bundle).as_posix() for p in bundle.rglob("*") if p.is_file()}
@@ -56,7 +57,7 @@ def test_bundle_holds_exactly_the_manifest_files(exported):
 
 
 def test_verify_passes_with_recorded_reference_and_with_checkpoint(exported):
-    model, bundle, _ = exported
+    model, bundle, _, _ = exported
     recorded = slm("verify", str(bundle))
     assert recorded.returncode == 0, recorded.stdout + recorded.stderr
     assert recorded.stdout.count("reference recorded-top32") == 2  # executorch and onnx
@@ -66,7 +67,7 @@ def test_verify_passes_with_recorded_reference_and_with_checkpoint(exported):
 
 
 def test_verify_fails_on_any_changed_byte(exported, tmp_path):
-    _, bundle, _ = exported
+    _, bundle, _, _ = exported
     copy = tmp_path / "bundle"
     shutil.copytree(bundle, copy)
     tokenizer = copy / "tokenizer.json"
@@ -83,7 +84,7 @@ def test_verify_fails_parity_on_perturbed_weights(exported, tmp_path):
     from exporter.recipes import QuantRecipe, Thresholds
     from exporter.runtimes import executorch as et
 
-    model, bundle, _ = exported
+    model, bundle, _, _ = exported
     copy = tmp_path / "bundle"
     shutil.copytree(bundle, copy)
     checkpoint = load_checkpoint(model)
@@ -105,7 +106,7 @@ def test_verify_fails_parity_on_perturbed_weights(exported, tmp_path):
 
 @pytest.mark.parametrize("fmt", ["executorch", "onnx"])
 def test_run_generates_the_reference_tokens(exported, fmt):
-    model, bundle, _ = exported
+    model, bundle, _, _ = exported
     result = slm("run", str(bundle), "--prompt", "def add(a, b):", "--max-new-tokens", "20", "--json",
                  "--format", fmt)
     assert result.returncode == 0, result.stderr
@@ -123,7 +124,41 @@ def test_run_generates_the_reference_tokens(exported, fmt):
     (["--prompt", "x", "--format", "coreml"], "has no coreml artifact"),
 ])
 def test_run_refuses_bad_prompts(exported, args, message):
-    _, bundle, _ = exported
+    _, bundle, _, _ = exported
     result = slm("run", str(bundle), *args)
     assert result.returncode == 2
     assert message in result.stderr and "Traceback" not in result.stderr
+
+
+def _tree(root):
+    """{relative path: bytes} of every file: byte-identity of a whole folder."""
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_app_assets_hold_exactly_the_manifest_files(exported):
+    _, bundle, result, app = exported
+    assets = app / "app/src/main/assets/slm"
+    assert f"android: bundled into {assets}" in result.stdout
+    manifest = manifest_io.read(assets)
+    assert manifest_io.check_files(assets, manifest) == []
+    assert _tree(assets) == _tree(bundle)
+    assert not [p for p in assets.parent.iterdir() if p.name.startswith(".")]  # no staging left behind
+    verify = slm("verify", str(assets))
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+
+
+def test_manifest_carries_golden_self_test_vectors_the_host_reproduces(exported):
+    from exporter.runtimes import runtime
+
+    _, bundle, _, _ = exported
+    manifest = manifest_io.read(bundle)
+    for artifact in manifest["artifacts"]:
+        cases = artifact["self_test"]["cases"]
+        assert cases and all(c["must_match"] >= 1 for c in cases)
+        session = runtime(artifact["format"]).open_session(bundle / artifact["path"])
+        for case in cases:
+            session.reset()
+            got = [int(session.forward(case["prompt_ids"]).argmax())]
+            while len(got) < case["must_match"]:
+                got.append(int(session.forward([got[-1]]).argmax()))
+            assert got == case["expected_ids"][: case["must_match"]]

@@ -21,8 +21,10 @@ PROMPT = "The function returns"
 
 def test_default_android_export_passes_the_8da4w_thresholds(tmp_path):
     # The main job exactly as the README runs it, with the default model and recipe.
-    result = subprocess.run([sys.executable, "-m", "exporter", "--target", "android", "--out", str(tmp_path)],
-                            capture_output=True, text=True, timeout=900)
+    app = tmp_path / "app"
+    app.mkdir()
+    result = subprocess.run([sys.executable, "-m", "exporter", "--target", "android", "--out", str(tmp_path),
+                             "--app-dir", str(app)], capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     manifest = manifest_io.read(tmp_path / "android")
     target = load_target("android")
@@ -42,6 +44,7 @@ def test_default_android_export_passes_the_8da4w_thresholds(tmp_path):
     # Progress on stderr for the long stages.
     assert "lower to XNNPACK done" in result.stderr and "verify executorch/model.pte done" in result.stderr
     assert "convert to ORT format done" in result.stderr and "verify onnx done" in result.stderr
+    assert manifest_io.check_files(app / "app/src/main/assets/slm", manifest) == []
 
 
 def test_llm_runner_reproduces_the_students_greedy_tokens(tmp_path):
@@ -63,7 +66,7 @@ def test_llm_runner_reproduces_the_students_greedy_tokens(tmp_path):
 
 def test_ios_bundle_runs_and_streams_the_students_text(tmp_path):
     result = subprocess.run([sys.executable, "-m", "exporter", "--target", "ios", "--quant", "none",
-                             "--max-seq-len", "96", "--out", str(tmp_path)], capture_output=True, text=True,
+                             "--max-seq-len", "96", "--out", str(tmp_path), "--no-bundle"], capture_output=True, text=True,
                             timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     run = subprocess.run([sys.executable, "-m", "exporter", "run", str(tmp_path / "ios"), "--prompt", PROMPT,
