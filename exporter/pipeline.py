@@ -37,8 +37,8 @@ from .runtimes import runtime
 from .verify import (
     ParityResult,
     PromptReference,
-    load_prompts,
     make_reference,
+    new_tokens,
     tokenize_prompts,
     verify_artifact,
 )
@@ -168,13 +168,32 @@ def build_reference(checkpoint: Checkpoint, max_seq_len: int):
     with stage("reference (fp32 PyTorch)"):
         decoder = build_model(checkpoint, max_seq_len)
         cases = tokenize_prompts(load_tokenizer(checkpoint.tokenizer.tokenizer_json), max_seq_len)
-        references = make_reference(ReferenceLM(decoder, max_seq_len), cases, load_prompts()["max_new_tokens"],
+        references = make_reference(ReferenceLM(decoder, max_seq_len), cases, new_tokens(max_seq_len),
                                     checkpoint.eos_token_ids)
     return decoder, references
 
 
+# A phone cannot hold a larger KV cache; asking for one is a mistake, not a slow export.
+MAX_KV_CACHE_BYTES = 2 << 30
+
+
+def cache_length(checkpoint: Checkpoint, requested: int) -> int:
+    """The KV-cache length for this export: the request, capped by the model's positions, and
+    refused when the fp32 cache would not fit a phone."""
+    max_seq_len = context_length(checkpoint, requested)
+    if max_seq_len < requested:
+        log.warning("--max-seq-len %d is above the model's %d positions; using %d", requested,
+                    checkpoint.spec.max_position_embeddings, max_seq_len)
+    spec = checkpoint.spec
+    kv_bytes = 2 * spec.num_layers * spec.num_kv_heads * spec.head_dim * max_seq_len * 4
+    if kv_bytes > MAX_KV_CACHE_BYTES:
+        raise InputError(f"{checkpoint.path}: a KV cache of {max_seq_len} tokens needs {kv_bytes / 2**30:.1f} GiB "
+                         f"(limit {MAX_KV_CACHE_BYTES / 2**30:.0f} GiB); pass a smaller --max-seq-len")
+    return max_seq_len
+
+
 def export_target(checkpoint: Checkpoint, target: TargetRecipe, request: ExportRequest) -> TargetResult:
-    max_seq_len = context_length(checkpoint, request.max_seq_len or target.max_seq_len)
+    max_seq_len = cache_length(checkpoint, request.max_seq_len or target.max_seq_len)
     formats = plan_formats(target, request.formats)
     recipes = {fmt: target.formats[fmt].recipe(request.quant) for fmt in formats}
     modules = {fmt: runtime(fmt) for fmt in formats}

@@ -68,11 +68,17 @@ def load_prompts() -> dict[str, Any]:
     return json.loads((resources.files("exporter") / "data" / "prompts.json").read_text(encoding="utf-8"))
 
 
+def new_tokens(max_seq_len: int) -> int:
+    """Reference continuation length: the prompt set's, but at most half a short cache."""
+    return min(load_prompts()["max_new_tokens"], max_seq_len // 2)
+
+
 def tokenize_prompts(tokenizer, max_seq_len: int) -> list[tuple[str, list[int]]]:
     """(name, ids) per prompt, encoded with the tokenizer's own post-processor (its bos template,
-    if any), as the runtimes encode: the ExecuTorch runner with num_bos=1, GenAI's tokenizer."""
+    if any), as the runtimes encode: the ExecuTorch runner with num_bos=1, GenAI's tokenizer.
+    Prompts are cut so that prompt + continuation fit the cache."""
     spec = load_prompts()
-    budget = max_seq_len - spec["max_new_tokens"]
+    budget = max_seq_len - new_tokens(max_seq_len)
     cases = []
     for prompt in spec["prompts"]:
         ids = tokenizer.encode(prompt["text"]).ids

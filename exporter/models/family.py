@@ -111,3 +111,13 @@ def positive_float(config: HFConfig, *names: str) -> None:
         value = getattr(config, name)
         if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
             raise ConfigError(f"config.json: {name} must be a positive number, got {value!r}")
+
+
+# Far beyond any released model (Llama 4 Scout: 10 M); a larger value is a broken config.
+MAX_PLAUSIBLE_CONTEXT = 1 << 24
+
+
+def plausible_context(config: HFConfig, name: str) -> None:
+    value = getattr(config, name)
+    if value > MAX_PLAUSIBLE_CONTEXT:
+        raise ConfigError(f"config.json: {name} {value} is implausibly large (limit {MAX_PLAUSIBLE_CONTEXT})")

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 
 from .decoder import DecoderSpec
-from .family import ConfigError, Family, HFConfig, WeightRule, positive_float, positive_int
+from .family import ConfigError, Family, HFConfig, WeightRule, plausible_context, positive_float, positive_int
 
 
 @dataclass
@@ -32,6 +32,7 @@ class GPT2Config(HFConfig):
     def __post_init__(self) -> None:
         positive_int(self, "vocab_size", "n_embd", "n_layer", "n_head", "n_positions")
         positive_float(self, "layer_norm_epsilon")
+        plausible_context(self, "n_positions")
         if self.n_inner is None:
             self.n_inner = 4 * self.n_embd
         positive_int(self, "n_inner")

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .decoder import DecoderSpec, RopeScaling
-from .family import ConfigError, Family, HFConfig, positive_float, positive_int, same_names
+from .family import ConfigError, Family, HFConfig, plausible_context, positive_float, positive_int, same_names
 
 
 def parse_rope(rope_theta: float | None, rope_scaling: dict | None,
@@ -61,6 +61,7 @@ class LlamaConfig(HFConfig):
         positive_int(self, "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
                      "num_attention_heads", "max_position_embeddings")
         positive_float(self, "rms_norm_eps")
+        plausible_context(self, "max_position_embeddings")
         if self.num_key_value_heads is None:
             self.num_key_value_heads = self.num_attention_heads
         positive_int(self, "num_key_value_heads")
