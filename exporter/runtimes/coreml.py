@@ -179,7 +179,31 @@ def emit(decoder: Decoder, recipe: QuantRecipe, max_seq_len: int, metadata: dict
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / FILENAME
     mlmodel.save(str(path))
+    make_reproducible(path)
     return path
+
+
+def make_reproducible(package: Path) -> None:
+    """Two exports of the same input give byte-identical packages. coremltools 9 writes random
+    item identifiers into Manifest.json, serialises the spec's metadata map in hash order, and
+    adds a debug-handle map that Core ML never reads (it is not listed in Manifest.json)."""
+    import uuid
+
+    from coremltools.proto import Model_pb2
+
+    (package / "executorch_debug_handle_mapping.json").unlink(missing_ok=True)
+    spec_path = package / "Data" / "com.apple.CoreML" / "model.mlmodel"
+    spec = Model_pb2.Model()
+    spec.ParseFromString(spec_path.read_bytes())
+    spec_path.write_bytes(spec.SerializeToString(deterministic=True))
+    manifest_path = package / "Manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    renamed = {old: str(uuid.uuid5(uuid.NAMESPACE_URL, "slm-export/" + entry["path"]))
+               for old, entry in manifest["itemInfoEntries"].items()}
+    manifest["itemInfoEntries"] = {renamed[k]: v for k, v in sorted(manifest["itemInfoEntries"].items(),
+                                                                    key=lambda kv: kv[1]["path"])}
+    manifest["rootModelIdentifier"] = renamed[manifest["rootModelIdentifier"]]
+    manifest_path.write_text(json.dumps(manifest, indent=4) + "\n")
 
 
 class Session:

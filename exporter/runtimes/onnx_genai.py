@@ -162,6 +162,13 @@ def _to_ort(folder: Path) -> None:
     configs = sorted(folder.glob("*.required_operators.config")) + sorted(folder.glob("required_operators*.config"))
     if configs and configs[0].name != "required_operators.config":
         configs[0].rename(folder / "required_operators.config")
+    # The converter writes the (staging) path of the source model into a comment: drop it so the
+    # file is reproducible. model.ort itself is not byte-reproducible (ORT's serializer lays the
+    # flatbuffer out differently from run to run); model.onnx is, and the exporter checks that
+    # both give the same logits.
+    config = folder / "required_operators.config"
+    config.write_text("".join(line for line in config.read_text().splitlines(keepends=True)
+                              if not line.startswith("# - ")))
 
 
 def _same_logits(folder: Path, spec) -> float:
