@@ -1,0 +1,133 @@
+package org.slmexport.demo.bundle
+
+import kotlinx.serialization.ExperimentalSerializationApi
+import kotlinx.serialization.SerialName
+import kotlinx.serialization.Serializable
+import kotlinx.serialization.json.JsonIgnoreUnknownKeys
+
+/*
+ * manifest.json, the contract between slm-export and this app (docs/MANIFEST.md; JSON Schema in
+ * exporter/schema/manifest.schema.json). Every property carries @SerialName with the schema's key,
+ * and only keys that exist in the schema are declared: tests/ on the Python side extract every
+ * @SerialName from android-demo/ and check it against the schema. Optional keys have defaults;
+ * required keys have none, so a manifest without them is refused.
+ */
+
+@Serializable
+data class Manifest(
+    @SerialName("schema_version") val schemaVersion: Int,
+    @SerialName("generator") val generator: Generator,
+    @SerialName("target") val target: String,
+    @SerialName("model") val model: ModelInfo,
+    @SerialName("tokenizer") val tokenizer: TokenizerInfo,
+    @SerialName("artifacts") val artifacts: List<Artifact>,
+    @SerialName("parity") val parity: ParityFiles,
+    @SerialName("files") val files: List<BundleFile>,
+) {
+    /** The artifact of one format, if the bundle has it. */
+    fun artifact(format: ArtifactFormat): Artifact? = artifacts.firstOrNull { it.format == format.key }
+}
+
+@Serializable
+data class Generator(
+    @SerialName("name") val name: String,
+    @SerialName("version") val version: String,
+    @SerialName("tools") val tools: Map<String, String>,
+)
+
+@Serializable
+data class ModelInfo(
+    @SerialName("name") val name: String,
+    @SerialName("family") val family: String,
+    @SerialName("parameters") val parameters: Long,
+    @SerialName("vocab_size") val vocabSize: Int,
+    @SerialName("max_seq_len") val maxSeqLen: Int,
+    // Required, but may be null (a model without a bos token).
+    @SerialName("bos_token_id") val bosTokenId: Int?,
+    @SerialName("eos_token_ids") val eosTokenIds: List<Int>,
+    @SerialName("source_sha256") val sourceSha256: String,
+)
+
+@Serializable
+data class TokenizerInfo(
+    @SerialName("path") val path: String,
+    @SerialName("sha256") val sha256: String,
+    @SerialName("config_path") val configPath: String? = null,
+    @SerialName("config_sha256") val configSha256: String? = null,
+    @SerialName("add_special_tokens") val addSpecialTokens: Boolean? = null,
+    @SerialName("self_test") val selfTest: List<TokenizerCase> = emptyList(),
+)
+
+@Serializable
+data class TokenizerCase(
+    @SerialName("text") val text: String,
+    @SerialName("ids") val ids: List<Int>,
+)
+
+@Serializable
+data class Artifact(
+    @SerialName("format") val format: String,
+    @SerialName("path") val path: String,
+    @SerialName("quantization") val quantization: String,
+    @SerialName("bytes") val bytes: Long,
+    @SerialName("sha256") val sha256: String,
+    @SerialName("parity") val parity: ParitySummary,
+    @SerialName("self_test") val selfTest: ArtifactSelfTest,
+)
+
+/** The parity summary. The schema leaves this object open (no additionalProperties: false). */
+@OptIn(ExperimentalSerializationApi::class)
+@JsonIgnoreUnknownKeys
+@Serializable
+data class ParitySummary(
+    @SerialName("passed") val passed: Boolean,
+    @SerialName("reference") val reference: String,
+    @SerialName("top1") val top1: Double,
+    @SerialName("kl_mean") val klMean: Double,
+    @SerialName("greedy_prefix_min") val greedyPrefixMin: Double,
+    @SerialName("top5_overlap") val top5Overlap: Double? = null,
+    @SerialName("kl_max") val klMax: Double? = null,
+    @SerialName("cosine_min") val cosineMin: Double? = null,
+    @SerialName("max_abs") val maxAbs: Double? = null,
+    @SerialName("ties") val ties: Int? = null,
+    @SerialName("steps") val steps: Int? = null,
+    @SerialName("failures") val failures: List<String> = emptyList(),
+)
+
+@Serializable
+data class ArtifactSelfTest(
+    @SerialName("rule") val rule: String,
+    @SerialName("cases") val cases: List<SelfTestCase>,
+)
+
+@Serializable
+data class SelfTestCase(
+    @SerialName("name") val name: String,
+    @SerialName("prompt_ids") val promptIds: List<Int>,
+    @SerialName("expected_ids") val expectedIds: List<Int>,
+    @SerialName("must_match") val mustMatch: Int,
+)
+
+@Serializable
+data class ParityFiles(
+    @SerialName("results") val results: String,
+    @SerialName("report") val report: String,
+    @SerialName("reference") val reference: String,
+)
+
+@Serializable
+data class BundleFile(
+    @SerialName("path") val path: String,
+    @SerialName("bytes") val bytes: Long,
+    @SerialName("sha256") val sha256: String,
+)
+
+/** The runtimes this app can run, keyed by the manifest's artifact `format`. */
+enum class ArtifactFormat(val key: String, val label: String) {
+    EXECUTORCH("executorch", "ExecuTorch (XNNPACK)"),
+    ONNX("onnx", "ONNX Runtime GenAI");
+
+    companion object {
+        fun fromKey(key: String): ArtifactFormat? = entries.firstOrNull { it.key == key }
+    }
+}

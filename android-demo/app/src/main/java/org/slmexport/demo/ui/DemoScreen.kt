@@ -1,0 +1,272 @@
+package org.slmexport.demo.ui
+
+import androidx.compose.foundation.isSystemInDarkTheme
+import androidx.compose.foundation.layout.Arrangement
+import androidx.compose.foundation.layout.Column
+import androidx.compose.foundation.layout.Row
+import androidx.compose.foundation.layout.Spacer
+import androidx.compose.foundation.layout.fillMaxSize
+import androidx.compose.foundation.layout.fillMaxWidth
+import androidx.compose.foundation.layout.height
+import androidx.compose.foundation.layout.padding
+import androidx.compose.foundation.layout.safeDrawingPadding
+import androidx.compose.foundation.layout.size
+import androidx.compose.foundation.layout.width
+import androidx.compose.foundation.rememberScrollState
+import androidx.compose.foundation.selection.selectable
+import androidx.compose.foundation.verticalScroll
+import androidx.compose.material3.Button
+import androidx.compose.material3.Card
+import androidx.compose.material3.CircularProgressIndicator
+import androidx.compose.material3.LinearProgressIndicator
+import androidx.compose.material3.MaterialTheme
+import androidx.compose.material3.OutlinedButton
+import androidx.compose.material3.OutlinedTextField
+import androidx.compose.material3.RadioButton
+import androidx.compose.material3.Slider
+import androidx.compose.material3.Surface
+import androidx.compose.material3.Text
+import androidx.compose.material3.TextButton
+import androidx.compose.material3.darkColorScheme
+import androidx.compose.material3.lightColorScheme
+import androidx.compose.runtime.Composable
+import androidx.compose.runtime.getValue
+import androidx.compose.ui.Alignment
+import androidx.compose.ui.Modifier
+import androidx.compose.ui.text.font.FontFamily
+import androidx.compose.ui.text.font.FontWeight
+import androidx.compose.ui.unit.dp
+import androidx.lifecycle.compose.collectAsStateWithLifecycle
+import org.slmexport.demo.DemoViewModel
+import org.slmexport.demo.EngineState
+import org.slmexport.demo.Preparing
+import org.slmexport.demo.SelfTestState
+import org.slmexport.demo.UiState
+import org.slmexport.demo.bundle.ArtifactFormat
+
+@Composable
+fun DemoApp(viewModel: DemoViewModel) {
+    val state by viewModel.state.collectAsStateWithLifecycle()
+    MaterialTheme(colorScheme = if (isSystemInDarkTheme()) darkColorScheme() else lightColorScheme()) {
+        Surface(modifier = Modifier.fillMaxSize()) {
+            Column(
+                modifier = Modifier
+                    .fillMaxSize()
+                    .safeDrawingPadding()
+                    .padding(16.dp),
+            ) {
+                Text("slm-export demo", style = MaterialTheme.typography.headlineSmall)
+                Spacer(Modifier.height(8.dp))
+                val preparing = state.preparing
+                when {
+                    preparing != null -> PreparingScreen(preparing)
+                    state.bundleError != null -> BundleErrorScreen(state.bundleError!!, onRetry = viewModel::prepareBundle)
+                    else -> MainScreen(
+                        state = state,
+                        onRuntime = viewModel::selectRuntime,
+                        onPrompt = viewModel::setPrompt,
+                        onMaxTokens = viewModel::setMaxNewTokens,
+                        onGenerate = viewModel::generate,
+                        onStop = viewModel::stop,
+                        onSelfTest = viewModel::runSelfTest,
+                        onReload = viewModel::prepareBundle,
+                        onDismissError = viewModel::dismissError,
+                    )
+                }
+            }
+        }
+    }
+}
+
+/** Screen 1: locating, copying and verifying the bundle. */
+@Composable
+private fun PreparingScreen(preparing: Preparing) {
+    Column(verticalArrangement = Arrangement.spacedBy(12.dp)) {
+        when (preparing) {
+            Preparing.Locating -> {
+                Text("Looking for the model bundle…")
+                CircularProgressIndicator()
+            }
+            is Preparing.Copying -> {
+                Text("First run: copying the bundle out of the app")
+                Text(preparing.path, style = MaterialTheme.typography.bodySmall, fontFamily = FontFamily.Monospace)
+                LinearProgressIndicator(progress = { preparing.fraction }, modifier = Modifier.fillMaxWidth())
+            }
+            is Preparing.Verifying -> {
+                Text("Checking every file's sha256 against manifest.json")
+                Text(preparing.path, style = MaterialTheme.typography.bodySmall, fontFamily = FontFamily.Monospace)
+                LinearProgressIndicator(progress = { preparing.fraction }, modifier = Modifier.fillMaxWidth())
+            }
+        }
+    }
+}
+
+/** Screen 2: no usable bundle (none found, unreadable manifest, or a file that fails its digest). */
+@Composable
+private fun BundleErrorScreen(message: String, onRetry: () -> Unit) {
+    Column(verticalArrangement = Arrangement.spacedBy(12.dp), modifier = Modifier.verticalScroll(rememberScrollState())) {
+        Card(modifier = Modifier.fillMaxWidth()) {
+            Column(Modifier.padding(16.dp)) {
+                Text("The model bundle cannot be used", style = MaterialTheme.typography.titleMedium, color = MaterialTheme.colorScheme.error)
+                Spacer(Modifier.height(8.dp))
+                Text(message)
+            }
+        }
+        Button(onClick = onRetry) { Text("Try again") }
+    }
+}
+
+/** Screen 3: the loaded bundle, the runtime choice, the self-test, and generation. */
+@Composable
+private fun MainScreen(
+    state: UiState,
+    onRuntime: (ArtifactFormat) -> Unit,
+    onPrompt: (String) -> Unit,
+    onMaxTokens: (Int) -> Unit,
+    onGenerate: () -> Unit,
+    onStop: () -> Unit,
+    onSelfTest: () -> Unit,
+    onReload: () -> Unit,
+    onDismissError: () -> Unit,
+) {
+    val bundle = state.bundle ?: return
+    val manifest = bundle.manifest
+    val ready = state.engine == EngineState.Ready
+    val busy = state.generating || state.selfTest == SelfTestState.Running
+    Column(
+        verticalArrangement = Arrangement.spacedBy(12.dp),
+        modifier = Modifier.verticalScroll(rememberScrollState()),
+    ) {
+        Card(modifier = Modifier.fillMaxWidth()) {
+            Column(Modifier.padding(16.dp)) {
+                Text(manifest.model.name, style = MaterialTheme.typography.titleMedium)
+                Text(
+                    "${manifest.model.family} · ${"%,d".format(manifest.model.parameters)} parameters · " +
+                        "context ${manifest.model.maxSeqLen} tokens",
+                    style = MaterialTheme.typography.bodySmall,
+                )
+                Text(
+                    "Bundle ${bundle.source.label} · ${state.verifiedFiles} files verified (sha256) · " +
+                        "slm-export ${manifest.generator.version}",
+                    style = MaterialTheme.typography.bodySmall,
+                )
+                TextButton(onClick = onReload, enabled = !busy) { Text("Reload bundle") }
+            }
+        }
+
+        Text("Runtime", style = MaterialTheme.typography.titleSmall)
+        for (format in state.runtimes) {
+            val artifact = manifest.artifact(format)
+            Row(
+                verticalAlignment = Alignment.CenterVertically,
+                modifier = Modifier
+                    .fillMaxWidth()
+                    .selectable(selected = state.runtime == format, enabled = !busy, onClick = { onRuntime(format) }),
+            ) {
+                RadioButton(selected = state.runtime == format, onClick = { onRuntime(format) }, enabled = !busy)
+                Column {
+                    Text(format.label)
+                    if (artifact != null) {
+                        Text(
+                            "${artifact.path} · ${artifact.quantization} · ${artifact.bytes / 1_000_000} MB · " +
+                                "host parity top-1 ${"%.3f".format(artifact.parity.top1)}",
+                            style = MaterialTheme.typography.bodySmall,
+                        )
+                    }
+                }
+            }
+        }
+        when (val engine = state.engine) {
+            EngineState.NotLoaded -> {}
+            EngineState.Loading -> Row(verticalAlignment = Alignment.CenterVertically) {
+                CircularProgressIndicator(modifier = Modifier.size(20.dp))
+                Spacer(Modifier.width(8.dp))
+                Text("Loading the model…")
+            }
+            EngineState.Ready -> {}
+            is EngineState.Failed -> ErrorCard(engine.message, onDismiss = null)
+        }
+
+        SelfTestCard(state.selfTest, enabled = ready && !busy, onRun = onSelfTest)
+
+        OutlinedTextField(
+            value = state.prompt,
+            onValueChange = onPrompt,
+            label = { Text("Prompt") },
+            enabled = !state.generating,
+            modifier = Modifier.fillMaxWidth(),
+            minLines = 2,
+        )
+        Text("Up to ${state.maxNewTokens} new tokens", style = MaterialTheme.typography.bodySmall)
+        Slider(
+            value = state.maxNewTokens.toFloat(),
+            onValueChange = { onMaxTokens(it.toInt()) },
+            valueRange = 8f..maxOf(16f, manifest.model.maxSeqLen.toFloat()),
+            enabled = !state.generating,
+        )
+        Row(horizontalArrangement = Arrangement.spacedBy(12.dp)) {
+            Button(onClick = onGenerate, enabled = ready && !busy && state.prompt.isNotBlank()) { Text("Generate") }
+            OutlinedButton(onClick = onStop, enabled = state.generating) { Text("Stop") }
+        }
+
+        state.error?.let { ErrorCard(it, onDismiss = onDismissError) }
+
+        if (state.output.isNotEmpty() || state.generating) {
+            Card(modifier = Modifier.fillMaxWidth()) {
+                Column(Modifier.padding(16.dp)) {
+                    Text(state.prompt, fontWeight = FontWeight.Bold)
+                    Text(state.output)
+                }
+            }
+        }
+        state.speed?.let { Text(it, style = MaterialTheme.typography.bodyMedium) }
+        state.runtimeStats?.let { Text(it, style = MaterialTheme.typography.bodySmall) }
+        Spacer(Modifier.height(24.dp))
+    }
+}
+
+@Composable
+private fun SelfTestCard(selfTest: SelfTestState, enabled: Boolean, onRun: () -> Unit) {
+    Card(modifier = Modifier.fillMaxWidth()) {
+        Column(Modifier.padding(16.dp), verticalArrangement = Arrangement.spacedBy(4.dp)) {
+            Text("Golden self-test", style = MaterialTheme.typography.titleSmall)
+            when (selfTest) {
+                SelfTestState.NotRun -> Text(
+                    "Greedy generation from the manifest's prompts must reproduce the ids the host produced.",
+                    style = MaterialTheme.typography.bodySmall,
+                )
+                SelfTestState.Running -> Row(verticalAlignment = Alignment.CenterVertically) {
+                    CircularProgressIndicator(modifier = Modifier.size(20.dp))
+                    Spacer(Modifier.width(8.dp))
+                    Text("Running…")
+                }
+                is SelfTestState.Done -> {
+                    val report = selfTest.report
+                    Text(
+                        if (report.passed) "PASS" else "FAIL",
+                        color = if (report.passed) MaterialTheme.colorScheme.primary else MaterialTheme.colorScheme.error,
+                        fontWeight = FontWeight.Bold,
+                    )
+                    Text(report.summary(), style = MaterialTheme.typography.bodySmall)
+                    for (outcome in report.outcomes) {
+                        Text(
+                            (if (outcome.passed) "✓ " else "✗ ") + outcome.detail,
+                            style = MaterialTheme.typography.bodySmall,
+                        )
+                    }
+                }
+            }
+            TextButton(onClick = onRun, enabled = enabled) { Text("Run self-test") }
+        }
+    }
+}
+
+@Composable
+private fun ErrorCard(message: String, onDismiss: (() -> Unit)?) {
+    Card(modifier = Modifier.fillMaxWidth()) {
+        Column(Modifier.padding(16.dp)) {
+            Text(message, color = MaterialTheme.colorScheme.error)
+            if (onDismiss != null) TextButton(onClick = onDismiss) { Text("Dismiss") }
+        }
+    }
+}

@@ -1,0 +1,105 @@
+package org.slmexport.demo.bundle
+
+import org.junit.Assert.assertEquals
+import org.junit.Assert.assertFalse
+import org.junit.Assert.assertNotNull
+import org.junit.Assert.assertNull
+import org.junit.Assert.assertTrue
+import org.junit.Assert.fail
+import org.junit.Test
+import org.slmexport.demo.Fixtures
+
+class ManifestParserTest {
+    private val text = Fixtures.manifestJson()
+
+    @Test
+    fun parsesTheExportersManifest() {
+        val m = ManifestParser.parse(text)
+        assertEquals(1, m.schemaVersion)
+        assertEquals("slm-export", m.generator.name)
+        assertEquals("1.5.1", m.generator.tools["executorch"])
+        assertEquals("android", m.target)
+        assertEquals(64, m.model.maxSeqLen)
+        assertEquals(listOf(0), m.model.eosTokenIds)
+        assertEquals("tokenizer.json", m.tokenizer.path)
+        assertEquals(true, m.tokenizer.addSpecialTokens)
+        assertEquals("parity.json", m.parity.results)
+
+        val et = m.artifact(ArtifactFormat.EXECUTORCH)
+        val onnx = m.artifact(ArtifactFormat.ONNX)
+        assertNotNull(et)
+        assertNotNull(onnx)
+        assertEquals("executorch/model.pte", et!!.path)
+        assertEquals("onnx", onnx!!.path)
+        assertTrue(et.parity.passed)
+        assertTrue(et.selfTest.cases.isNotEmpty())
+        val case = et.selfTest.cases.first()
+        assertTrue(case.mustMatch in 1..case.expectedIds.size)
+        assertTrue(m.files.any { it.path == "executorch/model.pte" && it.bytes == et.bytes && it.sha256 == et.sha256 })
+    }
+
+    @Test
+    fun optionalKeysMayBeAbsent() {
+        val withoutOptional = text
+            .replace(Regex("""\s*"add_special_tokens": (true|false),"""), "")
+            .replace(Regex("""\s*"top5_overlap": [0-9.e-]+,"""), "")
+        val m = ManifestParser.parse(withoutOptional)
+        assertNull(m.tokenizer.addSpecialTokens)
+        assertNull(m.artifacts[0].parity.top5Overlap)
+    }
+
+    @Test
+    fun refusesAnotherSchemaVersion() {
+        val e = expectFailure(text.replaceFirst("\"schema_version\": 1", "\"schema_version\": 2"))
+        assertTrue(e.message, e.message!!.contains("schema_version 2"))
+    }
+
+    @Test
+    fun refusesUnknownKeysAsTheSchemaDoes() {
+        val e = expectFailure(text.replaceFirst("\"target\": \"android\"", "\"target\": \"android\", \"surprise\": 1"))
+        assertTrue(e.message, e.message!!.contains("surprise"))
+    }
+
+    @Test
+    fun acceptsUnknownKeysInsideTheOpenParitySummary() {
+        val m = ManifestParser.parse(text.replaceFirst("\"passed\": true,", "\"passed\": true, \"new_metric\": 0.5,"))
+        assertTrue(m.artifacts[0].parity.passed)
+    }
+
+    @Test
+    fun refusesMissingRequiredKey() {
+        val e = expectFailure(text.replaceFirst(Regex(""",\s*"source_sha256": "[0-9a-f]+""""), ""))
+        assertTrue(e.message, e.message!!.contains("source_sha256"))
+    }
+
+    @Test
+    fun refusesPathsLeavingTheBundle() {
+        val e = expectFailure(text.replaceFirst("\"path\": \"tokenizer.json\"", "\"path\": \"../tokenizer.json\""))
+        assertTrue(e.message, e.message!!.contains("../tokenizer.json"))
+        expectFailure(text.replaceFirst("\"path\": \"tokenizer.json\"", "\"path\": \"/etc/passwd\""))
+    }
+
+    @Test
+    fun refusesBadDigest() {
+        val m = ManifestParser.parse(text)
+        val e = expectFailure(text.replace(m.tokenizer.sha256, "ABC"))
+        assertTrue(e.message, e.message!!.contains("sha256"))
+    }
+
+    @Test
+    fun refusesNonJson() {
+        val e = expectFailure("not json at all")
+        assertTrue(e.message!!.startsWith("manifest.json is not a valid slm-export manifest"))
+        assertFalse(e.message!!.contains("\n"))
+    }
+
+    private fun expectFailure(json: String): ManifestException {
+        try {
+            ManifestParser.parse(json)
+        } catch (e: ManifestException) {
+            return e
+        }
+        fail("expected ManifestException")
+        throw AssertionError()
+    }
+}

@@ -1,0 +1,344 @@
+import Foundation
+
+/// `manifest.json`, the contract between slm-export and this app.
+///
+/// Mirrors `exporter/schema/manifest.schema.json` (documented in docs/MANIFEST.md). Every
+/// `CodingKeys` raw value is a key of that schema, spelled exactly as in the JSON; a Python test
+/// (tests/) extracts every enum case's explicit raw string from ios-demo/**/*.swift and checks it
+/// against the schema, so explicit raw strings in this app are manifest keys only.
+///
+/// Decoding ignores keys it does not know (the exporter's schema forbids unknown keys, so the two
+/// can only disagree by this file missing a new optional key, which is harmless).
+struct Manifest: Codable, Equatable {
+    var schemaVersion: Int
+    var generator: Generator
+    var target: String
+    var model: ModelInfo
+    var tokenizer: TokenizerInfo
+    var artifacts: [Artifact]
+    var parity: ParityFiles
+    var files: [FileEntry]
+
+    enum CodingKeys: String, CodingKey {
+        case schemaVersion = "schema_version"
+        case generator = "generator"
+        case target = "target"
+        case model = "model"
+        case tokenizer = "tokenizer"
+        case artifacts = "artifacts"
+        case parity = "parity"
+        case files = "files"
+    }
+
+    struct Generator: Codable, Equatable {
+        var name: String
+        var version: String
+        /// Versions of every tool that touched the artifacts (torch, executorch, ...).
+        var tools: [String: String]
+
+        enum CodingKeys: String, CodingKey {
+            case name = "name"
+            case version = "version"
+            case tools = "tools"
+        }
+    }
+
+    struct ModelInfo: Codable, Equatable {
+        var name: String
+        var family: String
+        var parameters: Int
+        var vocabSize: Int
+        /// KV-cache length: prompt plus generated tokens must fit.
+        var maxSeqLen: Int
+        var bosTokenId: Int?
+        var eosTokenIds: [Int]
+        var sourceSha256: String
+
+        enum CodingKeys: String, CodingKey {
+            case name = "name"
+            case family = "family"
+            case parameters = "parameters"
+            case vocabSize = "vocab_size"
+            case maxSeqLen = "max_seq_len"
+            case bosTokenId = "bos_token_id"
+            case eosTokenIds = "eos_token_ids"
+            case sourceSha256 = "source_sha256"
+        }
+
+        // bos_token_id is required but nullable: encode an explicit null rather than omitting it.
+        func encode(to encoder: Encoder) throws {
+            var c = encoder.container(keyedBy: CodingKeys.self)
+            try c.encode(name, forKey: .name)
+            try c.encode(family, forKey: .family)
+            try c.encode(parameters, forKey: .parameters)
+            try c.encode(vocabSize, forKey: .vocabSize)
+            try c.encode(maxSeqLen, forKey: .maxSeqLen)
+            try c.encode(bosTokenId, forKey: .bosTokenId)
+            try c.encode(eosTokenIds, forKey: .eosTokenIds)
+            try c.encode(sourceSha256, forKey: .sourceSha256)
+        }
+    }
+
+    struct TokenizerInfo: Codable, Equatable {
+        var path: String
+        var sha256: String
+        var configPath: String?
+        var configSha256: String?
+        /// Encode prompts with tokenizer.json's post-processor (its bos template, if any).
+        var addSpecialTokens: Bool?
+        /// Strings and the ids the checkpoint's tokenizer gives them (with add_special_tokens):
+        /// swift-transformers must reproduce them.
+        var selfTest: [TokenizerCase]?
+
+        enum CodingKeys: String, CodingKey {
+            case path = "path"
+            case sha256 = "sha256"
+            case configPath = "config_path"
+            case configSha256 = "config_sha256"
+            case addSpecialTokens = "add_special_tokens"
+            case selfTest = "self_test"
+        }
+    }
+
+    struct TokenizerCase: Codable, Equatable {
+        var text: String
+        var ids: [Int]
+
+        enum CodingKeys: String, CodingKey {
+            case text = "text"
+            case ids = "ids"
+        }
+    }
+
+    struct Artifact: Codable, Equatable {
+        /// `executorch`, `onnx` or `coreml`.
+        var format: String
+        /// Relative path: a file, or a folder for folder formats (`.mlpackage`, the ONNX folder).
+        var path: String
+        var quantization: String
+        var bytes: Int64
+        /// For a folder: sha256 over `relpath sha256\n` lines of its files in sorted order.
+        var sha256: String
+        var parity: ArtifactParity
+        var selfTest: SelfTestSpec
+
+        enum CodingKeys: String, CodingKey {
+            case format = "format"
+            case path = "path"
+            case quantization = "quantization"
+            case bytes = "bytes"
+            case sha256 = "sha256"
+            case parity = "parity"
+            case selfTest = "self_test"
+        }
+    }
+
+    /// Golden vectors: greedy generation from `promptIds` must reproduce the first `mustMatch`
+    /// ids of `expectedIds`.
+    struct SelfTestSpec: Codable, Equatable {
+        var rule: String
+        var cases: [SelfTestCase]
+
+        enum CodingKeys: String, CodingKey {
+            case rule = "rule"
+            case cases = "cases"
+        }
+    }
+
+    struct SelfTestCase: Codable, Equatable {
+        var name: String
+        var promptIds: [Int]
+        var expectedIds: [Int]
+        var mustMatch: Int
+
+        enum CodingKeys: String, CodingKey {
+            case name = "name"
+            case promptIds = "prompt_ids"
+            case expectedIds = "expected_ids"
+            case mustMatch = "must_match"
+        }
+    }
+
+    /// The parity summary of one artifact (the full data is in parity.json).
+    struct ArtifactParity: Codable, Equatable {
+        var passed: Bool
+        var reference: String
+        var top1: Double
+        var top5Overlap: Double?
+        var klMean: Double
+        var klMax: Double?
+        var cosineMin: Double?
+        var maxAbs: Double?
+        var greedyPrefixMin: Double
+        var ties: Int?
+        var steps: Int?
+        var failures: [String]?
+
+        enum CodingKeys: String, CodingKey {
+            case passed = "passed"
+            case reference = "reference"
+            case top1 = "top1"
+            case top5Overlap = "top5_overlap"
+            case klMean = "kl_mean"
+            case klMax = "kl_max"
+            case cosineMin = "cosine_min"
+            case maxAbs = "max_abs"
+            case greedyPrefixMin = "greedy_prefix_min"
+            case ties = "ties"
+            case steps = "steps"
+            case failures = "failures"
+        }
+    }
+
+    struct ParityFiles: Codable, Equatable {
+        var results: String
+        var report: String
+        var reference: String
+
+        enum CodingKeys: String, CodingKey {
+            case results = "results"
+            case report = "report"
+            case reference = "reference"
+        }
+    }
+
+    struct FileEntry: Codable, Equatable {
+        var path: String
+        var bytes: Int64
+        var sha256: String
+
+        enum CodingKeys: String, CodingKey {
+            case path = "path"
+            case bytes = "bytes"
+            case sha256 = "sha256"
+        }
+    }
+}
+
+// MARK: - Reading and checking
+
+enum ManifestError: LocalizedError, Equatable {
+    case unreadable(String)
+    case invalid([String])
+
+    var errorDescription: String? {
+        switch self {
+        case .unreadable(let why):
+            return "manifest.json could not be read: \(why)"
+        case .invalid(let problems):
+            let shown = problems.prefix(3).joined(separator: "; ")
+            let more = problems.count > 3 ? " (and \(problems.count - 3) more)" : ""
+            return "manifest.json does not follow the slm-export contract: \(shown)\(more)"
+        }
+    }
+}
+
+extension Manifest {
+    static let fileName = "manifest.json"
+    static let supportedSchemaVersion = 1
+
+    /// Decodes and checks a manifest. Throws `ManifestError` with a readable message.
+    static func decode(_ data: Data) throws -> Manifest {
+        let manifest: Manifest
+        do {
+            manifest = try JSONDecoder().decode(Manifest.self, from: data)
+        } catch let DecodingError.keyNotFound(key, context) {
+            let at = (context.codingPath.map(\.stringValue) + [key.stringValue]).joined(separator: "/")
+            throw ManifestError.unreadable("missing key \(at)")
+        } catch let DecodingError.typeMismatch(_, context) {
+            let at = context.codingPath.map(\.stringValue).joined(separator: "/")
+            throw ManifestError.unreadable("wrong type at \(at.isEmpty ? "(top level)" : at)")
+        } catch let DecodingError.valueNotFound(_, context) {
+            let at = context.codingPath.map(\.stringValue).joined(separator: "/")
+            throw ManifestError.unreadable("null at \(at)")
+        } catch let DecodingError.dataCorrupted(context) {
+            throw ManifestError.unreadable("not valid JSON (\(context.debugDescription))")
+        }
+        let problems = manifest.problems()
+        if !problems.isEmpty { throw ManifestError.invalid(problems) }
+        return manifest
+    }
+
+    static func load(from bundle: URL) throws -> (manifest: Manifest, data: Data) {
+        let url = bundle.appendingPathComponent(fileName)
+        let data: Data
+        do {
+            data = try Data(contentsOf: url)
+        } catch {
+            throw ManifestError.unreadable("\(url.path): \(error.localizedDescription)")
+        }
+        return (try decode(data), data)
+    }
+
+    /// The schema's constraints that matter on the phone (a subset of the JSON Schema: the
+    /// exporter validated the whole schema when it wrote the file).
+    func problems() -> [String] {
+        var out: [String] = []
+        if schemaVersion != Manifest.supportedSchemaVersion {
+            out.append("schema_version is \(schemaVersion); this app reads version \(Manifest.supportedSchemaVersion)")
+        }
+        if generator.name != "slm-export" { out.append("generator/name is \(generator.name), not slm-export") }
+        if model.vocabSize < 1 { out.append("model/vocab_size must be at least 1") }
+        if model.maxSeqLen < 1 { out.append("model/max_seq_len must be at least 1") }
+        if model.eosTokenIds.contains(where: { $0 < 0 }) { out.append("model/eos_token_ids has a negative id") }
+        if let bos = model.bosTokenId, bos < 0 { out.append("model/bos_token_id is negative") }
+        if !Manifest.isSha256(model.sourceSha256) { out.append("model/source_sha256 is not a sha256") }
+
+        func checkPath(_ path: String, _ at: String) {
+            if !Manifest.isRelativePath(path) { out.append("\(at) \(path) is not a safe relative path") }
+        }
+        func checkSha(_ sha: String, _ at: String) {
+            if !Manifest.isSha256(sha) { out.append("\(at) is not a lowercase hex sha256") }
+        }
+        checkPath(tokenizer.path, "tokenizer/path")
+        checkSha(tokenizer.sha256, "tokenizer/sha256")
+        if let p = tokenizer.configPath { checkPath(p, "tokenizer/config_path") }
+        if let s = tokenizer.configSha256 { checkSha(s, "tokenizer/config_sha256") }
+        for (i, c) in (tokenizer.selfTest ?? []).enumerated() where c.ids.contains(where: { $0 < 0 }) {
+            out.append("tokenizer/self_test/\(i)/ids has a negative id")
+        }
+
+        if artifacts.isEmpty { out.append("artifacts is empty") }
+        for (i, a) in artifacts.enumerated() {
+            let at = "artifacts/\(i)"
+            if !["executorch", "onnx", "coreml"].contains(a.format) { out.append("\(at)/format \(a.format) is unknown") }
+            checkPath(a.path, "\(at)/path")
+            checkSha(a.sha256, "\(at)/sha256")
+            if a.bytes < 1 { out.append("\(at)/bytes must be at least 1") }
+            if !a.parity.passed { out.append("\(at)/parity/passed is false") }
+            for (j, c) in a.selfTest.cases.enumerated() {
+                let cat = "\(at)/self_test/cases/\(j)"
+                if c.promptIds.isEmpty { out.append("\(cat)/prompt_ids is empty") }
+                if c.expectedIds.isEmpty { out.append("\(cat)/expected_ids is empty") }
+                if c.mustMatch < 1 { out.append("\(cat)/must_match must be at least 1") }
+                if (c.promptIds + c.expectedIds).contains(where: { $0 < 0 }) { out.append("\(cat) has a negative id") }
+            }
+        }
+        checkPath(parity.results, "parity/results")
+        checkPath(parity.report, "parity/report")
+        checkPath(parity.reference, "parity/reference")
+        for (i, f) in files.enumerated() {
+            checkPath(f.path, "files/\(i)/path")
+            checkSha(f.sha256, "files/\(i)/sha256")
+            if f.bytes < 0 { out.append("files/\(i)/bytes is negative") }
+        }
+        return out
+    }
+
+    /// `^(?!/)(?!.*(^|/)\.\.(/|$))[A-Za-z0-9._/-]+$` from the schema's `relpath`.
+    static func isRelativePath(_ path: String) -> Bool {
+        guard !path.isEmpty, !path.hasPrefix("/") else { return false }
+        let allowed = Set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._/-")
+        guard path.allSatisfy({ allowed.contains($0) }) else { return false }
+        return !path.split(separator: "/", omittingEmptySubsequences: false).contains("..")
+    }
+
+    static func isSha256(_ s: String) -> Bool {
+        s.utf8.count == 64 && s.utf8.allSatisfy { (48...57).contains($0) || (97...102).contains($0) }
+    }
+
+    func artifact(format: String) -> Artifact? { artifacts.first { $0.format == format } }
+
+    /// Whether prompts are encoded with tokenizer.json's post-processor (default: yes).
+    var addsSpecialTokens: Bool { tokenizer.addSpecialTokens ?? true }
+}

@@ -1,0 +1,109 @@
+import SwiftUI
+
+/// What is loaded: where from, whether every digest matched, the model, its artifacts with their
+/// parity summaries, and how to side-load another bundle.
+struct BundleInfoView: View {
+    @EnvironmentObject private var model: AppModel
+
+    var body: some View {
+        NavigationStack {
+            List {
+                Section("Location") {
+                    if let location = model.location {
+                        Row("Source", location.sourceDescription)
+                        Text(location.url.path).font(.caption2.monospaced()).textSelection(.enabled)
+                    } else {
+                        Text("No bundle found.").foregroundStyle(.secondary)
+                    }
+                    Button("Reload bundle") { Task { await model.loadBundle() } }
+                        .disabled(model.isBusy)
+                }
+
+                Section("Verification") {
+                    switch model.phase {
+                    case .verifying(let fraction):
+                        ProgressView("Hashing files…", value: fraction)
+                    case .failed(let message):
+                        ErrorBanner(message: message)
+                    default:
+                        EmptyView()
+                    }
+                    if let report = model.verification {
+                        Row("Files", "\(report.checkedFiles), \(ByteCountFormatter.string(fromByteCount: report.checkedBytes, countStyle: .file))")
+                        Row("sha256", report.passed
+                            ? (model.verifiedFromCache ? "all match (verified earlier, files unchanged)" : "all match")
+                            : "\(report.problems.count) problem(s)")
+                        ForEach(report.problems, id: \.self) { problem in
+                            Text(problem).font(.caption).foregroundStyle(.red)
+                        }
+                    }
+                }
+
+                if let manifest = model.manifest {
+                    Section("Model") {
+                        Row("Name", manifest.model.name)
+                        Row("Family", manifest.model.family)
+                        Row("Parameters", manifest.model.parameters.formatted())
+                        Row("Vocabulary", manifest.model.vocabSize.formatted())
+                        Row("Context (max_seq_len)", "\(manifest.model.maxSeqLen) tokens")
+                        Row("bos / eos", "\(manifest.model.bosTokenId.map(String.init) ?? "none") / "
+                            + manifest.model.eosTokenIds.map(String.init).joined(separator: ", "))
+                        Row("Tokenizer", "\(manifest.tokenizer.path), special tokens \(manifest.addsSpecialTokens ? "added" : "not added")")
+                        Row("Exported by", "slm-export \(manifest.generator.version) for \(manifest.target)")
+                    }
+
+                    Section("Artifacts") {
+                        ForEach(manifest.artifacts, id: \.path) { artifact in
+                            VStack(alignment: .leading, spacing: 2) {
+                                Text("\(artifact.format) · \(artifact.quantization) · "
+                                    + ByteCountFormatter.string(fromByteCount: artifact.bytes, countStyle: .file))
+                                    .font(.headline)
+                                Text(artifact.path).font(.caption.monospaced())
+                                Text(String(format: "parity vs %@: top-1 %.4f, KL %.2g, greedy prefix %.2f",
+                                            artifact.parity.reference, artifact.parity.top1,
+                                            artifact.parity.klMean, artifact.parity.greedyPrefixMin))
+                                    .font(.caption)
+                                    .foregroundStyle(.secondary)
+                                if RuntimeKind(rawValue: artifact.format) == nil {
+                                    Text("Not run by this app (the iOS demo runs Core ML and ExecuTorch).")
+                                        .font(.caption).foregroundStyle(.secondary)
+                                }
+                            }
+                        }
+                    }
+
+                    Section("Tools") {
+                        ForEach(manifest.generator.tools.keys.sorted(), id: \.self) { name in
+                            Row(name, manifest.generator.tools[name] ?? "")
+                        }
+                    }
+                }
+
+                Section("Side-load a bundle") {
+                    Text(BundleLocator.missingBundleHelp)
+                        .font(.caption.monospaced())
+                        .textSelection(.enabled)
+                }
+            }
+            .navigationTitle("Bundle")
+        }
+    }
+}
+
+private struct Row: View {
+    var title: String
+    var value: String
+
+    init(_ title: String, _ value: String) {
+        self.title = title
+        self.value = value
+    }
+
+    var body: some View {
+        HStack(alignment: .firstTextBaseline) {
+            Text(title)
+            Spacer()
+            Text(value).foregroundStyle(.secondary).multilineTextAlignment(.trailing)
+        }
+    }
+}
