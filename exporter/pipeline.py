@@ -282,10 +282,20 @@ def export_target(checkpoint: Checkpoint, target: TargetRecipe, request: ExportR
     return result
 
 
+def check_size_policy(checkpoint: Checkpoint, target: TargetRecipe) -> None:
+    parameters = checkpoint.spec.num_parameters
+    if target.max_parameters and parameters > target.max_parameters:
+        raise InputError(f"{checkpoint.path}: {parameters:,} parameters is above the {target.name} target's limit of "
+                         f"{target.max_parameters:,} (targets/{target.name}.toml max_parameters): a phone cannot "
+                         "hold it")
+
+
 def export(request: ExportRequest) -> list[TargetResult]:
     with stage(f"load {request.model_dir}"):
         checkpoint = load_checkpoint(request.model_dir)
     targets = [load_target(name) for name in request.targets]
+    for target in targets:  # before any export work
+        check_size_policy(checkpoint, target)
     return [export_target(checkpoint, target, request) for target in targets]
 
 

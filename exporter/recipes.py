@@ -64,6 +64,7 @@ class TargetRecipe:
     app_assets: str = ""  # where the bundle goes inside an app project
     max_app_bytes: int = 0  # above this, the bundle is side-loaded instead of shipped in the app
     sideload: tuple[str, ...] = ()  # commands, with {bundle} for the bundle's path
+    max_parameters: int = 0  # larger checkpoints are refused before any export work (0: no limit)
 
 
 def target_names() -> list[str]:
@@ -105,4 +106,5 @@ def load_target(name: str) -> TargetRecipe:
                         max_seq_len=int(raw.get("max_seq_len", 512)), formats=formats,
                         app_project=bundle.get("app_project", ""), app_assets=bundle.get("app_assets", ""),
                         max_app_bytes=int(bundle.get("max_app_bytes", 0)),
-                        sideload=tuple(bundle.get("sideload", ())))
+                        sideload=tuple(bundle.get("sideload", ())),
+                        max_parameters=int(raw.get("max_parameters", 0)))

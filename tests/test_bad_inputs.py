@@ -178,3 +178,25 @@ def test_output_directory_is_read_only(earlier, tmp_path):
     finally:
         locked.chmod(0o700)
     assert result.returncode == 2 and f"{locked}: cannot write the output there" in result.stderr
+
+
+def test_checkpoint_too_big_for_the_target_is_refused_early(earlier, tmp_path, monkeypatch):
+    """A config whose parameter count is above the target's limit (a 70B-shaped llama config with
+    the small test weights: refused from config.json alone, before weights or export work)."""
+    from exporter.checkpoint import load_checkpoint
+    from exporter.errors import InputError
+    from exporter.pipeline import check_size_policy
+    from exporter.recipes import load_target
+
+    good, _, _ = earlier
+    checkpoint = load_checkpoint(good)
+    target = load_target("android")
+    assert target.max_parameters and checkpoint.spec.num_parameters < target.max_parameters
+    huge = _config(good) | {"hidden_size": 8192, "intermediate_size": 28672, "num_hidden_layers": 80,
+                            "num_attention_heads": 64, "num_key_value_heads": 8, "head_dim": 128}
+    big = tmp_path / "ckpt"
+    shutil.copytree(good, big)
+    (big / "config.json").write_text(json.dumps(huge))
+    big_checkpoint = load_checkpoint(big)  # loading reads config and tensor names only
+    with pytest.raises(InputError, match=r"parameters is above the android target's limit of 4,000,000,000"):
+        check_size_policy(big_checkpoint, target)
