@@ -115,15 +115,11 @@ def copy_tokenizer_files(checkpoint: Checkpoint, folder: Path) -> None:
 
 
 def _copy_tokenizer(checkpoint: Checkpoint, staging: Path) -> dict[str, Any]:
-    shutil.copyfile(checkpoint.tokenizer.tokenizer_json, staging / "tokenizer.json")
+    """The bundle's tokenizer files and their manifest entry."""
+    copy_tokenizer_files(checkpoint, staging)
     # Apps encode with the tokenizer's own post-processor (ExecuTorch runner: num_bos=1).
-    entry = {"path": "tokenizer.json", "sha256": sha256_file(staging / "tokenizer.json"),
-             "add_special_tokens": True}
-    if checkpoint.tokenizer.tokenizer_config:
-        shutil.copyfile(checkpoint.tokenizer.tokenizer_config, staging / "tokenizer_config.json")
-        entry.update(config_path="tokenizer_config.json",
-                     config_sha256=sha256_file(staging / "tokenizer_config.json"))
-    return entry
+    return {"path": "tokenizer.json", "sha256": sha256_file(staging / "tokenizer.json"), "add_special_tokens": True,
+            "config_path": "tokenizer_config.json", "config_sha256": sha256_file(staging / "tokenizer_config.json")}
 
 
 # A generated token is a golden vector for the phone only while it won its step by this many

@@ -311,7 +311,7 @@ class MILProgram:
             state[name] = np.zeros(shape, self._state_dtype(data_type))
         return state
 
-    def _run_step(self, step: _Step, env: dict, state=None) -> None:
+    def _run_step(self, step: _Step, env: dict) -> None:
         kw = {p: env[r] for p, r in step.refs}
         for p, rs in step.list_refs:
             kw[p] = [env[r] for r in rs]
@@ -354,16 +354,7 @@ class MILProgram:
             try:
                 kind = step.kind
                 if kind == "op":
-                    kw = {p: env[r] for p, r in step.refs}
-                    for p, rs in step.list_refs:
-                        kw[p] = [env[r] for r in rs]
-                    result = step.fn(kw)
-                    outs = step.outs
-                    if len(outs) == 1:
-                        env[outs[0]] = step.casts[0](result)
-                    else:
-                        for name, cast, value in zip(outs, step.casts, result, strict=True):
-                            env[name] = cast(value)
+                    self._run_step(step, env)
                 elif kind == "read_state":
                     current = state[step.state_name]
                     if current.dtype == np.float16:  # already fp16 values: one converting copy
