@@ -60,9 +60,17 @@ def test_pte_carries_the_runner_metadata(family_checkpoint, tmp_path):
     assert meta["get_eos_ids"] == checkpoint.eos_token_ids
 
 
-def test_cache_persists_across_calls_and_prefill_equals_stepwise(family_checkpoint, tmp_path):
-    checkpoint = load_checkpoint(family_checkpoint("mistral", "head-dim-32-window-24"))
-    session = et.open_session(_export(checkpoint, tmp_path))
+# llama runs on ExecuTorch's LLM kernels (update_cache + custom_sdpa); mistral's window (24) is
+# narrower than the cache, so it keeps the masked path. Both must carry state the same way.
+@pytest.mark.parametrize("family, case, kernels", [("llama", FAMILY_CASES["llama"][0][0], True),
+                                                  ("mistral", "head-dim-32-window-24", False)])
+def test_cache_persists_across_calls_and_prefill_equals_stepwise(family, case, kernels, family_checkpoint,
+                                                                 tmp_path):
+    checkpoint = load_checkpoint(family_checkpoint(family, case))
+    pte = _export(checkpoint, tmp_path)
+    assert ({"llama::custom_sdpa", "llama::update_cache"} <= et.operators(pte)) == kernels
+    assert et.read_metadata(pte)["use_sdpa_with_kv_cache"] is kernels
+    session = et.open_session(pte)
     ids = list(range(3, 40))  # longer than the sliding window
     ref = ReferenceLM(build_model(checkpoint, MAX_SEQ_LEN), MAX_SEQ_LEN)
     expected = ref.forward(ids)[-1]

@@ -256,7 +256,9 @@ class Decoder(nn.Module):
         if spec.tie_word_embeddings:
             self.lm_head.weight = self.embed_tokens.weight  # one tensor, stored once
 
-    def forward(self, tokens: torch.Tensor, positions: torch.Tensor, cache) -> torch.Tensor:
+    def forward(self, tokens: torch.Tensor, positions: torch.Tensor, cache, last_only: bool = False) -> torch.Tensor:
+        """`last_only`: logits for the last position only ([B,1,V]), for runtimes that sample
+        from it; a prefill then does not multiply all T positions by the [V,E] head."""
         x = self.embed_tokens(tokens)
         rope = None
         if self.spec.positions == "learned":
@@ -265,4 +267,6 @@ class Decoder(nn.Module):
             rope = self.rotary(positions)
         for layer in self.layers:
             x = layer(x, rope, cache)
+        if last_only:
+            x = x[:, -1:]
         return self.lm_head(self.norm(x))
