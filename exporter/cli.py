@@ -217,3 +217,83 @@ def run(path, prompt, max_new_tokens, fmt, temperature, seed, tokenizer_path, as
         click.echo()
         click.echo(f"[{len(result.generated_ids)} tokens, {result.decode_tokens_per_second:.1f} tok/s decode, "
                    f"{target.format} {target.artifact.name}]", err=True)
+
+
+def _parse_threads(value: str) -> tuple[int, ...]:
+    import os
+
+    counts = []
+    for item in (v.strip() for v in value.split(",")):
+        if item == "all":
+            counts.append(len(os.sched_getaffinity(0)))
+        elif item.isdigit() and int(item) > 0:
+            counts.append(int(item))
+        else:
+            raise click.BadParameter(f"{item!r} is not a thread count (a positive number or 'all')",
+                                     param_hint="--threads")
+    return tuple(dict.fromkeys(counts))
+
+
+@main.command()
+@click.option("--model", "model_dir", type=click.Path(path_type=Path),
+              help="Checkpoint directory (default: the built-in student).")
+@click.option("--target", "target", type=click.Choice(_target_choices()[:-1]), default="android", show_default=True,
+              help="Benchmark this target's recipes (targets/<target>.toml), i.e. what --target ships.")
+@click.option("--formats", "formats", metavar="LIST",
+              help="Comma-separated subset of the target's formats (default: all of them).")
+@click.option("--quant", "quant", metavar="RECIPE|none",
+              help="Quantization recipe for every format (default: each format's recipe in the target file).")
+@click.option("--max-seq-len", type=click.IntRange(min=8), help="KV-cache length (default: the target's).")
+@click.option("--prompt-tokens", type=click.IntRange(min=2), default=64, show_default=True,
+              help="Prompt length in tokens for the prefill figure.")
+@click.option("--new-tokens", type=click.IntRange(min=2), default=128, show_default=True,
+              help="Tokens generated per run; decode speed is over the last N-1.")
+@click.option("--repeats", type=click.IntRange(min=1), default=3, show_default=True,
+              help="Timed rounds per thread setting (ours and peer alternating); the best is reported.")
+@click.option("--threads", "threads", default="1,all", show_default=True, metavar="LIST",
+              help="Thread counts to time, comma-separated; 'all' is every core this process may use.")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("dist/bench"), show_default=True,
+              help="Where bench_<model>_<target>.md and .json are written.")
+@click.option("--work", "work_dir", type=click.Path(path_type=Path),
+              help="Keep the exported artifacts and logs here (default: a temporary folder, removed).")
+@click.option("--reuse-peer", is_flag=True,
+              help="Reuse peer exports in --work made from the same weights with the same flags.")
+@click.option("--make-smollm2-shape", "smollm2_dir", type=click.Path(path_type=Path), metavar="DIR",
+              help="Only write a random-weight SmolLM2-135M-shaped llama checkpoint to DIR, then exit.")
+def bench(model_dir, target, formats, quant, max_seq_len, prompt_tokens, new_tokens, repeats, threads, out_dir,
+          work_dir, reuse_peer, smollm2_dir):
+    """Ours vs each format's own tool on the same weights: export time and memory, artifact bytes,
+    prefill and decode speed through the real runtimes, and decode against the memory-bandwidth
+    bound. Writes a Markdown table and JSON with ours/peer ratios; prints the table.
+
+    \b
+    Peers: ExecuTorch's export_llama (.pte, run by the LLM runner) and the onnxruntime-genai model
+    builder (run by onnxruntime-genai). Core ML (--target ios) has no peer: export and bytes only.
+    """
+    if smollm2_dir is not None:
+        _make_smollm2_shape(smollm2_dir)
+        return
+    from .bench.run import BenchRequest
+
+    request = BenchRequest(model_dir=model_dir or _default_model(), target=target, formats=_parse_formats(formats),
+                           quant=quant, max_seq_len=max_seq_len, prompt_tokens=prompt_tokens, new_tokens=new_tokens,
+                           repeats=repeats, threads=_parse_threads(threads), work_dir=work_dir, reuse_peer=reuse_peer)
+    _bench(request, out_dir)
+
+
+@guarded
+def _make_smollm2_shape(directory):
+    from .bench.checkpoints import make_smollm2_shape
+
+    click.echo(make_smollm2_shape(directory))
+
+
+@guarded
+def _bench(request, out_dir):
+    from .bench.report import write
+    from .bench.run import run_bench
+
+    result = run_bench(request)
+    md_path, json_path = write(result, out_dir, f"bench_{result['checkpoint']['name']}_{request.target}")
+    click.echo(md_path.read_text(encoding="utf-8"), nl=False)
+    click.echo(f"wrote {md_path} and {json_path}", err=True)
