@@ -2,7 +2,8 @@
 
 `Decoder.forward` calls `cache.attend(layer_index, q, k, v)` in every layer with this call's
 queries and new keys/values ([B,H,T,D] and [B,K,T,D]); the cache stores what it must and returns
-the attention output [B,H,T,D]. Each runtime module supplies the convention its runtime expects;
+the attention output [B,H,T,D]. A cache whose `token_major` attribute is true gets and returns
+[B,T,H,D] instead. Each runtime module supplies the convention its runtime expects;
 the ones here serve the reference and ExecuTorch (static in-place cache) and training (no cache).
 """
 

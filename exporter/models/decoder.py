@@ -197,9 +197,17 @@ class Attention(nn.Module):
 
     def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None, cache) -> torch.Tensor:
         b, t, _ = x.shape
-        q = self.q_proj(x).view(b, t, self.num_heads, self.head_dim).transpose(1, 2)  # [B,H,T,D]
-        k = self.k_proj(x).view(b, t, self.num_kv_heads, self.head_dim).transpose(1, 2)  # [B,K,T,D]
-        v = self.v_proj(x).view(b, t, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        q = self.q_proj(x).view(b, t, self.num_heads, self.head_dim)  # [B,T,H,D]
+        k = self.k_proj(x).view(b, t, self.num_kv_heads, self.head_dim)  # [B,T,K,D]
+        v = self.v_proj(x).view(b, t, self.num_kv_heads, self.head_dim)
+        if getattr(cache, "token_major", False):
+            # The cache takes [B,T,H,D] as projected (ExecuTorch's LLM kernels): no transposes,
+            # which are copies in an exported graph.
+            if rope is not None:
+                cos, sin = (r.transpose(1, 2) for r in rope)  # [B,T,1,D]
+                q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+            return self.o_proj(cache.attend(self.layer_index, q, k, v).reshape(b, t, -1))
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # [B,H,T,D], [B,K,T,D]
         if rope is not None:
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)
         return self.o_proj(cache.attend(self.layer_index, q, k, v).transpose(1, 2).reshape(b, t, -1))

@@ -72,17 +72,17 @@ class LLMKernelsKVCache(nn.Module):
 
 
 class _BoundLLMKernelsCache:
+    token_major = True  # attend() takes and returns [B,T,H,D], the kernels' layout
+
     def __init__(self, cache: LLMKernelsKVCache, start: int):
         self.cache, self.start = cache, start
 
     def attend(self, layer_index, q, k, v):
-        # The decoder's [B,H,T,D] to the kernels' [B,T,H,D] and back.
         k_cache = getattr(self.cache, f"k_{layer_index}")
         v_cache = getattr(self.cache, f"v_{layer_index}")
-        torch.ops.llama.update_cache(k.transpose(1, 2), k_cache, self.start)
-        torch.ops.llama.update_cache(v.transpose(1, 2), v_cache, self.start)
-        out = torch.ops.llama.custom_sdpa(q.transpose(1, 2), k_cache, v_cache, self.start, None, 0, True)
-        return out.transpose(1, 2)
+        torch.ops.llama.update_cache(k, k_cache, self.start)
+        torch.ops.llama.update_cache(v, v_cache, self.start)
+        return torch.ops.llama.custom_sdpa(q, k_cache, v_cache, self.start, None, 0, True)
 
 
 class ExecuTorchLM(nn.Module):
@@ -105,7 +105,7 @@ class ExecuTorchLM(nn.Module):
         if self.llm_kernels:
             # The kernels take the start position as an int: a data-dependent size for export.
             start = input_pos[0].item()
-            torch._check_is_size(start)
+            torch._check(start >= 0)
             torch._check(start < self.max_seq_len)
             bound = self.cache.bind(start)
         else:
