@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
-from conftest import FAMILY_CASES
+from conftest import FAMILY_CASES, case_config
+from helpers import save_random_checkpoint
 
 from exporter.checkpoint import build_model, load_checkpoint
 from exporter.pipeline import copy_tokenizer_files
@@ -44,10 +45,7 @@ def _genai_greedy(folder, prompts, new_tokens, pad):
     return [list(generator.get_sequence(row))[width:] for row in range(len(prompts))]
 
 
-@pytest.mark.parametrize("family", sorted(FAMILY_CASES))
-def test_genai_reproduces_reference_greedy_tokens_batch_1_and_2(family, family_checkpoint, tmp_path):
-    checkpoint = load_checkpoint(family_checkpoint(family, FAMILY_CASES[family][0][0]))
-    folder = _export(checkpoint, tmp_path / "onnx")
+def _assert_genai_matches_reference(checkpoint, folder):
     ref = ReferenceLM(build_model(checkpoint, MAX_SEQ_LEN), MAX_SEQ_LEN)
     pad = onnx_genai.read_metadata(folder)["model"]["pad_token_id"]
     # The longer prompt passes the mistral case's sliding window (24); no prompt holds the pad id.
@@ -63,42 +61,181 @@ def test_genai_reproduces_reference_greedy_tokens_batch_1_and_2(family, family_c
     assert _genai_greedy(folder, prompts, NEW_TOKENS, pad) == expected
 
 
-def test_ort_format_gives_the_same_logits_as_onnx(family_checkpoint, tmp_path):
+def _graph(folder):
+    return onnx.load(str(folder / "model.onnx")).graph
+
+
+def _attrs(node):
+    return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+
+
+@pytest.mark.parametrize(("family", "case"), [("llama", "llama3-rope-tied-gqa2"), ("qwen2", "gqa4-untied"),
+                                          ("gpt2", "tied")])
+def test_export_wrapper_in_eager_torch_computes_the_reference_logits(family, case, family_checkpoint):
+    # What the export traces (fused modules, the custom ops' eager semantics: packed q|k|v, RoPE
+    # inside attention from the mask's positions, fp32 RMSNorm) equals the shared decoder: a prompt,
+    # then one token on top of the returned presents.
+    import torch
+
+    from exporter.runtimes.onnx_ops import fused_modules
+
+    checkpoint = load_checkpoint(family_checkpoint(family, case))
+    spec = checkpoint.spec
+    ids = [5, 9, 14, 3, 22, 31, 7]
+    expected = ReferenceLM(build_model(checkpoint, MAX_SEQ_LEN), MAX_SEQ_LEN).full_logits(ids)
+    decoder = build_model(checkpoint, MAX_SEQ_LEN)
+    empty = [torch.zeros(1, spec.num_kv_heads, 0, spec.head_dim) for _ in range(2 * spec.num_layers)]
+    with torch.no_grad(), fused_modules(decoder):
+        wrapper = onnx_genai.GenAIDecoder(decoder)
+        prompt = torch.tensor([ids[:-1]])
+        out = wrapper(prompt, torch.ones_like(prompt), torch.arange(len(ids) - 1)[None], *empty)
+        step = wrapper(torch.tensor([ids[-1:]]), torch.ones(1, len(ids), dtype=torch.long),
+                       torch.tensor([[len(ids) - 1]]), *out[1:])
+    torch.testing.assert_close(out[0][0], expected[:-1], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(step[0][0, -1], expected[-1], atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("family", sorted(FAMILY_CASES))
+def test_genai_reproduces_reference_greedy_tokens_batch_1_and_2(family, family_checkpoint, tmp_path):
+    checkpoint = load_checkpoint(family_checkpoint(family, FAMILY_CASES[family][0][0]))
+    _assert_genai_matches_reference(checkpoint, _export(checkpoint, tmp_path / "onnx"))
+
+
+# The export traces blocks 0 and 1 and copies block 1 for the others (onnx_graph.repeat_block):
+# the family cases have 2 blocks, so these have more.
+@pytest.mark.parametrize(("family", "case", "layers"), [("llama", "llama3-rope-tied-gqa2", 4),
+                                                        ("qwen2", "gqa4-untied", 3),
+                                                        ("mistral", "head-dim-32-window-24", 3),
+                                                        ("gpt2", "tied", 3)])
+def test_blocks_beyond_the_traced_two_are_exported(family, case, layers, tmp_path):
+    config = case_config(family, case)
+    config["n_layer" if family == "gpt2" else "num_hidden_layers"] = layers
+    checkpoint = load_checkpoint(save_random_checkpoint(tmp_path / "ckpt", config))
+    decoder = build_model(checkpoint, MAX_SEQ_LEN)
+    folder = onnx_genai.emit(decoder, QuantRecipe("none", {}, Thresholds()), MAX_SEQ_LEN,
+                             onnx_genai.artifact_metadata(checkpoint, MAX_SEQ_LEN), tmp_path / "onnx")
+    copy_tokenizer_files(checkpoint, folder)
+    graph = _graph(folder)
+    assert sum(n.op_type == "GroupQueryAttention" for n in graph.node) == layers
+    inputs, outputs = onnx_genai.io_names(layers)
+    assert [i.name for i in graph.input if i.name.startswith("past")] == [i for i in inputs if i.startswith("past")]
+    assert [o.name for o in graph.output] == outputs
+    # The decoder given to emit is left as it was (fused modules swapped back, all blocks).
+    assert len(decoder.layers) == layers and type(decoder.layers[-1].attn).__name__ == "Attention"
+    _assert_genai_matches_reference(checkpoint, folder)
+
+
+def test_rope_stays_in_the_graph_when_gqa_cannot_rotate(tmp_path):
+    # onnxruntime's GroupQueryAttention rotates only head sizes that are multiples of 16.
+    config = {**case_config("llama", "llama3-rope-tied-gqa2"), "num_attention_heads": 8, "num_key_value_heads": 4}
+    checkpoint = load_checkpoint(save_random_checkpoint(tmp_path / "ckpt", config))
+    assert checkpoint.spec.head_dim == 8
+    folder = _export(checkpoint, tmp_path / "onnx")
+    graph = _graph(folder)
+    attention = [n for n in graph.node if n.op_type == "GroupQueryAttention"]
+    assert attention and all(_attrs(n)["do_rotary"] == 0 for n in attention)
+    assert "position_ids" in {i.name for i in graph.input}
+    _assert_genai_matches_reference(checkpoint, folder)
+
+
+def test_genai_continues_a_sequence_with_a_multi_token_append(family_checkpoint, tmp_path):
+    # GroupQueryAttention's own RoPE takes positions from the cache length: a prompt appended to
+    # a sequence that already has a cache (a chat turn) must be rotated from where it stands.
+    import onnxruntime_genai as og
+
+    checkpoint = load_checkpoint(family_checkpoint("llama", "mha-untied-linear-rope"))
+    folder = _export(checkpoint, tmp_path / "onnx")
+    first, second = [5, 9, 14, 3, 22], [31, 7, 12]
+    model = og.Model(str(folder))
+    params = og.GeneratorParams(model)
+    params.set_search_options(do_sample=False, max_length=40, batch_size=1)
+    generator = og.Generator(model, params)
+    generator.append_tokens(np.asarray([first], dtype=np.int32))
+    generator.append_tokens(np.asarray([second], dtype=np.int32))
+    for _ in range(NEW_TOKENS // 4):
+        generator.generate_next_token()
+    expected, _ = ReferenceLM(build_model(checkpoint, MAX_SEQ_LEN), MAX_SEQ_LEN).greedy(first + second, NEW_TOKENS // 4)
+    assert [int(t) for t in generator.get_sequence(0)][len(first) + len(second):] == expected
+
+
+@pytest.mark.parametrize(("recipe", "operator"), [("int4", "MatMulNBits"), ("int8", "MatMulInteger")])
+def test_ort_format_gives_the_same_logits_as_onnx(recipe, operator, family_checkpoint, tmp_path):
     import onnxruntime as ort
 
     checkpoint = load_checkpoint(family_checkpoint("llama", "llama3-rope-tied-gqa2"))
-    folder = _export(checkpoint, tmp_path / "onnx", "int4", {"block_size": 32, "accuracy_level": 4})
+    folder = _export(checkpoint, tmp_path / "onnx", recipe, {"block_size": 32, "accuracy_level": 4}
+                     if recipe == "int4" else {})
     spec = checkpoint.spec
     rng = np.random.default_rng(3)
     feeds = {"input_ids": rng.integers(0, spec.vocab_size, (2, 7), dtype=np.int64),
-             "attention_mask": np.array([[1] * 7, [1] * 4 + [0] * 3], dtype=np.int64),
-             "position_ids": np.array([list(range(7)), [0, 1, 2, 3, 0, 0, 0]], dtype=np.int64)}
+             "attention_mask": np.array([[1] * 7, [1] * 4 + [0] * 3], dtype=np.int64)}
     for i in range(spec.num_layers):
         for kind in ("key", "value"):
             feeds[f"past_key_values.{i}.{kind}"] = np.zeros((2, spec.num_kv_heads, 0, spec.head_dim), np.float32)
+    # No position_ids: GroupQueryAttention applies RoPE with positions from the mask.
     onnx_out, ort_out = (ort.InferenceSession(str(folder / name), providers=["CPUExecutionProvider"]).run(None, feeds)
                          for name in ("model.onnx", "model.ort"))
     for a, b in zip(onnx_out, ort_out, strict=True):
         np.testing.assert_allclose(a, b, atol=1e-5)
     operators = (folder / "required_operators.config").read_text()
-    assert "com.microsoft" in operators and "GroupQueryAttention" in operators and "MatMulNBits" in operators
+    assert "com.microsoft" in operators and "GroupQueryAttention" in operators and operator in operators
 
 
-def _initializer_shapes(folder):
-    model = onnx.load(str(folder / "model.onnx"))
-    return [tuple(i.dims) for i in model.graph.initializer], model
+def _initializers(folder):
+    """{name: (dims, bytes)} of model.onnx's and of model.ort's initializers (the latter read with
+    onnxruntime's own flatbuffers schema)."""
+    import onnxruntime.tools.ort_format_model  # noqa: F401  puts ort_flatbuffers_py on sys.path
+    from onnx import numpy_helper
+    from ort_flatbuffers_py import fbs
+
+    graph = _graph(folder)
+    in_onnx = {i.name: (tuple(i.dims), numpy_helper.to_array(i).nbytes) for i in graph.initializer}
+    buffer = (folder / "model.ort").read_bytes()
+    ort_graph = fbs.InferenceSession.InferenceSession.GetRootAsInferenceSession(buffer, 0).Model().Graph()
+    in_ort = {}
+    for k in range(ort_graph.InitializersLength()):
+        tensor = ort_graph.Initializers(k)
+        in_ort[tensor.Name().decode()] = (tuple(tensor.Dims(j) for j in range(tensor.DimsLength())),
+                                          tensor.RawDataLength())
+    return in_onnx, in_ort
 
 
-def test_tied_embedding_is_stored_once(family_checkpoint, tmp_path):
+@pytest.mark.parametrize("recipe", ["none", "int4"])
+def test_tied_embedding_is_stored_once_in_onnx_and_ort(recipe, family_checkpoint, tmp_path):
     checkpoint = load_checkpoint(family_checkpoint("llama", "llama3-rope-tied-gqa2"))
     spec = checkpoint.spec
-    table = (spec.vocab_size, spec.hidden_size)
-    shapes, _ = _initializer_shapes(_export(checkpoint, tmp_path / "fp32"))
-    assert sum(s in (table, table[::-1]) for s in shapes) == 1
-    shapes, model = _initializer_shapes(_export(checkpoint, tmp_path / "int4", "int4", {"block_size": 32}))
-    assert not any(s in (table, table[::-1]) for s in shapes)  # no fp32 copy left
-    ops = {n.op_type for n in model.graph.node}
-    assert {"GatherBlockQuantized", "MatMulNBits", "GroupQueryAttention"} <= ops
+    table = {(spec.vocab_size, spec.hidden_size), (spec.hidden_size, spec.vocab_size)}
+    folder = _export(checkpoint, tmp_path / recipe, recipe, {"block_size": 32} if recipe == "int4" else {})
+    in_onnx, in_ort = _initializers(folder)
+    # fp32: one table, read by the Gather and (transposed, FusedMatMul) by the head. int4: no fp32
+    # table at all, GatherBlockQuantized reads the int4 head.
+    assert sum(dims in table for dims, _ in in_onnx.values()) == (1 if recipe == "none" else 0)
+    # The ORT conversion must not fold a second copy of the shared table (it used to: the
+    # Transpose for fp32, the Reshape of the int4 head for GatherBlockQuantized).
+    assert sum(size for _, size in in_ort.values()) <= sum(size for _, size in in_onnx.values()) + 1024
+    assert sum(dims in table for dims, _ in in_ort.values()) == (1 if recipe == "none" else 0)
+
+
+def test_exported_graph_uses_onnxruntimes_fused_operators(family_checkpoint, tmp_path):
+    checkpoint = load_checkpoint(family_checkpoint("llama", "llama3-rope-tied-gqa2"))
+    layers = checkpoint.spec.num_layers
+    graph = _graph(_export(checkpoint, tmp_path / "int4", "int4", {"block_size": 32, "accuracy_level": 4}))
+    ops = [n.op_type for n in graph.node]
+    # RMSNorm: the first as SimplifiedLayerNormalization, every other one fused with the residual
+    # Add before it; q/k/v as one MatMulNBits per block; RoPE inside GroupQueryAttention.
+    assert ops.count("SimplifiedLayerNormalization") == 1
+    assert ops.count("SkipSimplifiedLayerNormalization") == 2 * layers
+    assert ops.count("MatMulNBits") == 5 * layers + 1  # qkv, o, gate, up, down; the head
+    assert "Add" not in ops
+    assert not {"Pow", "ReduceMean", "Sqrt", "Reciprocal", "Neg", "Concat", "GatherND", "Slice", "Transpose"} & set(ops)
+    attention = [n for n in graph.node if n.op_type == "GroupQueryAttention"]
+    assert len(attention) == layers
+    for node in attention:
+        assert _attrs(node)["do_rotary"] == 1 and node.input[1] == node.input[2] == ""  # packed q|k|v
+        assert node.input[7] and node.input[8]  # cos/sin caches
+    assert "position_ids" not in {i.name for i in graph.input}
+    # One seqlens_k / total_sequence_length computation for all blocks.
+    assert len({n.input[5] for n in attention}) == 1 and ops.count("ReduceSum") == 1
 
 
 def test_genai_config_is_accepted_and_shares_the_kv_buffer(family_checkpoint, tmp_path):

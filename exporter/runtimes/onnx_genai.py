@@ -12,22 +12,25 @@ The artifact is a folder that `onnxruntime_genai.Model(folder)` loads as is (the
 
 Graph signature (batch b, new tokens s, past length p):
 
-    input_ids int64 [b, s], attention_mask int64 [b, p+s], position_ids int64 [b, s],
+    input_ids int64 [b, s], attention_mask int64 [b, p+s],
+    [position_ids int64 [b, s]: only where the graph reads it, see below],
     past_key_values.%d.key / .value fp32 [b, kv_heads, p, head_dim]
     -> logits fp32 [b, s, V], present.%d.key / .value fp32 [b, kv_heads, p+s, head_dim]
 
-GenAI right-pads batched prompts (pad positions get position 0 and mask 0), so positions come
-from position_ids and keys are masked by attention_mask. Attention is com.microsoft's
-GroupQueryAttention, which updates the cache in place: genai_config sets
-past_present_share_buffer true.
+GenAI right-pads batched prompts (pad positions get mask 0), and keys are masked by
+attention_mask. Attention is com.microsoft's GroupQueryAttention, which updates the cache in place
+(genai_config sets past_present_share_buffer true) and, for RoPE families whose head size is a
+multiple of 16, also applies RoPE with positions from the mask (do_rotary=1): the graph then has
+no position_ids input. Learned positions (gpt2) and other head sizes read position_ids. The
+graph is the GenAI model builder's layout (see onnx_ops and onnx_graph): SimplifiedLayerNormalization
+and SkipSimplifiedLayerNormalization (residual Add fused), one q|k|v MatMul per block, the tied
+embedding gathered from the int4 head.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -50,18 +53,30 @@ OPSET = 21
 
 
 class GenAIDecoder(nn.Module):
-    """The decoder in GenAI's signature: explicit past inputs and present outputs."""
+    """The decoder in GenAI's signature: explicit past inputs and present outputs. Export it inside
+    `onnx_ops.fused_modules(decoder)` so the fused RMSNorm and packed attention are traced."""
 
-    def __init__(self, decoder: Decoder):
+    def __init__(self, decoder: Decoder, num_layers: int | None = None):
         super().__init__()
+        from .onnx_ops import rotary_in_attention
+
         self.decoder = decoder
-        self.num_layers = decoder.spec.num_layers
+        self.num_layers = num_layers or decoder.spec.num_layers
+        # GroupQueryAttention's tables [max_pos, D/2]: the first half of the decoder's rotate_half
+        # tables (both halves hold the same angles). None: RoPE is not done inside attention.
+        half = decoder.spec.head_dim // 2
+        rotary = rotary_in_attention(decoder.spec)
+        self.register_buffer("cos_cache", decoder.rotary.rope_cos[:, :half].clone() if rotary else None,
+                             persistent=False)
+        self.register_buffer("sin_cache", decoder.rotary.rope_sin[:, :half].clone() if rotary else None,
+                             persistent=False)
 
     def forward(self, input_ids, attention_mask, position_ids, *past):
-        from .onnx_graph import GroupQueryAttentionCache
+        from .onnx_ops import GroupQueryAttentionCache
 
         cache = GroupQueryAttentionCache(list(past[: self.num_layers]), list(past[self.num_layers:]),
-                                         attention_mask, self.decoder.spec.sliding_window)
+                                         attention_mask, self.decoder.spec.sliding_window,
+                                         self.cos_cache, self.sin_cache)
         logits = self.decoder(input_ids, position_ids, cache)
         return (logits, *cache.present_keys, *cache.present_values)
 
@@ -90,6 +105,7 @@ def artifact_metadata(checkpoint, max_seq_len: int) -> dict[str, Any]:
                 "filename": ORT_FILE,
                 "head_size": spec.head_dim,
                 "hidden_size": spec.hidden_size,
+                # GenAI feeds position_ids only when the graph has that input (see the docstring).
                 "inputs": {"input_ids": "input_ids", "attention_mask": "attention_mask",
                            "position_ids": "position_ids", "past_key_names": "past_key_values.%d.key",
                            "past_value_names": "past_key_values.%d.value"},
@@ -111,24 +127,53 @@ def artifact_metadata(checkpoint, max_seq_len: int) -> dict[str, Any]:
 
 
 def _export(decoder: Decoder):
-    from .onnx_graph import translation_table
+    """torch.onnx.export of GenAIDecoder with the fused modules (onnx_ops), then our graph passes.
+
+    SmolLM2-135M (30 blocks), 2 shared cores: 29.5 s with the plain decoder and the exporter's
+    optimizer, 4.6 s here. optimize=False: its pattern rewriter took 9.7 s, and onnxruntime's
+    own optimizer does that work in the model.ort conversion. Only blocks 0 and 1 are traced
+    (2.2 s); the trace and decompositions cost ~10 ms per op with 2 x num_layers dynamic past
+    inputs (12.3 s for 30 blocks), and the other blocks are copies of block 1's nodes with their
+    own weights (onnx_graph.repeat_block, 1.8 s)."""
+    from . import onnx_graph
+    from .onnx_ops import fused_block_weights, fused_modules, translation_table
 
     spec = decoder.spec
-    module = GenAIDecoder(decoder).eval()
-    inputs, outputs = io_names(spec.num_layers)
+    # Copying block 1 relies on every block being the same code with its own weights, as
+    # Decoder's are (DecoderSpec has no per-block setting; one would need all blocks traced).
+    traced = min(spec.num_layers, 2)
+    inputs, outputs = io_names(traced)
     # Sample sizes >= 2 everywhere: torch.export specialises dimensions of size 0 and 1.
     b, s, p = 2, 3, 4
     example = (torch.randint(0, spec.vocab_size, (b, s)), torch.ones(b, p + s, dtype=torch.long),
                torch.arange(p, p + s).expand(b, s).contiguous(),
-               *[torch.zeros(b, spec.num_kv_heads, p, spec.head_dim) for _ in range(2 * spec.num_layers)])
+               *[torch.zeros(b, spec.num_kv_heads, p, spec.head_dim) for _ in range(2 * traced)])
     past = {0: "batch_size", 2: "past_sequence_length"}
     dynamic = ({0: "batch_size", 1: "sequence_length"}, {0: "batch_size", 1: "total_sequence_length"},
-               {0: "batch_size", 1: "sequence_length"}, tuple(past for _ in range(2 * spec.num_layers)))
-    with torch.no_grad():
-        program = torch.onnx.export(module, example, dynamo=True, input_names=inputs, output_names=outputs,
-                                    dynamic_shapes=dynamic, opset_version=OPSET, optimize=True,
-                                    custom_translation_table=translation_table(), verbose=False)
-    return program.model_proto
+               {0: "batch_size", 1: "sequence_length"}, tuple(past for _ in range(2 * traced)))
+    all_blocks = decoder.layers
+    with torch.no_grad(), fused_modules(decoder, range(traced)):
+        decoder.layers = nn.ModuleList(all_blocks[:traced])
+        try:
+            program = torch.onnx.export(GenAIDecoder(decoder, traced).eval(), example, dynamo=True,
+                                        input_names=inputs, output_names=outputs, dynamic_shapes=dynamic,
+                                        opset_version=OPSET, optimize=False,
+                                        custom_translation_table=translation_table(), verbose=False)
+        finally:
+            decoder.layers = all_blocks
+    model = program.model_proto
+    del program
+    if spec.num_layers > traced:
+        onnx_graph.repeat_block(model, spec.num_layers, lambda index: {
+            name: t.detach().numpy() for name, t in fused_block_weights(decoder, index).items()})
+    onnx_graph.strip_metadata(model)
+    # The shapes the exporter recorded for intermediate values and weights go stale under our
+    # rewrites (weights transposed in place, copied blocks); onnxruntime infers its own.
+    del model.graph.value_info[:]
+    onnx_graph.merge_duplicate_nodes(model)
+    onnx_graph.fuse_skip_norms(model)
+    onnx_graph.drop_unused_inputs(model)
+    return model
 
 
 def quantize(model, recipe: QuantRecipe, tied: bool, work_dir: Path):
@@ -138,9 +183,9 @@ def quantize(model, recipe: QuantRecipe, tied: bool, work_dir: Path):
     from . import onnx_graph
 
     scheme = recipe.params.get("scheme", recipe.name)
+    onnx_graph.fold_weight_transposes(model, shared="fused" if scheme == "none" else "copy")
     if scheme == "none":
         return model
-    onnx_graph.fold_weight_transposes(model)
     if scheme == "int4":
         block = int(recipe.params.get("block_size", 32))
         model = onnx_graph.quantize_nbits(model, 4, block, int(recipe.params.get("accuracy_level", 4)))
@@ -152,29 +197,7 @@ def quantize(model, recipe: QuantRecipe, tied: bool, work_dir: Path):
     raise ExportError(f"unknown ONNX quantization scheme {scheme!r}")
 
 
-def _to_ort(folder: Path) -> None:
-    """model.onnx -> model.ort + required_operators.config, with onnxruntime's own converter."""
-    command = [sys.executable, "-m", "onnxruntime.tools.convert_onnx_models_to_ort", str(folder / ONNX_FILE),
-               "--optimization_style", "Fixed", "--output_dir", str(folder)]
-    done = subprocess.run(command, capture_output=True, text=True)
-    if done.returncode != 0 or not (folder / ORT_FILE).is_file():
-        raise ExportError(f"ORT format conversion failed: {(done.stderr or done.stdout).strip().splitlines()[-1:]}")
-    configs = sorted(folder.glob("*.required_operators.config")) + sorted(folder.glob("required_operators*.config"))
-    if configs and configs[0].name != "required_operators.config":
-        configs[0].rename(folder / "required_operators.config")
-    # The converter writes the (staging) path of the source model into a comment: drop it so the
-    # file is reproducible. model.ort itself is not byte-reproducible (ORT's serializer lays the
-    # flatbuffer out differently from run to run); model.onnx is, and the exporter checks that
-    # both give the same logits.
-    config = folder / "required_operators.config"
-    config.write_text("".join(line for line in config.read_text().splitlines(keepends=True)
-                              if not line.startswith("# - ")))
-
-
-def _same_logits(folder: Path, spec) -> float:
-    """Max abs logits difference between model.onnx and model.ort in plain onnxruntime."""
-    import onnxruntime as ort
-
+def _logits_feeds(spec) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(0)
     feeds = {"input_ids": rng.integers(0, spec.vocab_size, (1, 5), dtype=np.int64),
              "attention_mask": np.ones((1, 5), dtype=np.int64),
@@ -182,29 +205,64 @@ def _same_logits(folder: Path, spec) -> float:
     for i in range(spec.num_layers):
         for kind in ("key", "value"):
             feeds[f"past_key_values.{i}.{kind}"] = np.zeros((1, spec.num_kv_heads, 0, spec.head_dim), np.float32)
-    outs = [ort.InferenceSession(str(folder / name), providers=["CPUExecutionProvider"]).run(["logits"], feeds)[0]
-            for name in (ONNX_FILE, ORT_FILE)]
-    return float(np.abs(outs[0] - outs[1]).max())
+    return feeds
+
+
+def _logits(session, feeds: dict[str, np.ndarray]) -> np.ndarray:
+    wanted = {i.name for i in session.get_inputs()}  # position_ids only where the graph reads it
+    return session.run(["logits"], {k: v for k, v in feeds.items() if k in wanted})[0]
+
+
+def _to_ort(folder: Path, spec) -> float:
+    """model.onnx -> model.ort + required_operators.config, the way onnxruntime's converter does
+    it (`python -m onnxruntime.tools.convert_onnx_models_to_ort --optimization_style Fixed`, in
+    its _convert: an InferenceSession with every optimization that saves the optimized graph in
+    ORT format; NchwcTransformer off as for a non-amd64 target), in this process: the subprocess
+    cost ~1 s of start-up. Returns the max abs logits difference between that session (the
+    optimized model.onnx) and model.ort loaded back."""
+    import onnxruntime as ort
+    from onnxruntime.tools.ort_format_model import create_config_from_models
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.optimized_model_filepath = str(folder / ORT_FILE)
+    options.add_session_config_entry("session.qdqisint8allowed", "0")
+    options.add_session_config_entry("session.save_model_format", "ORT")
+    feeds = _logits_feeds(spec)
+    try:
+        # One session at a time: each holds its own prepacked copy of the weights.
+        logits = _logits(ort.InferenceSession(str(folder / ONNX_FILE), options, providers=["CPUExecutionProvider"],
+                                              disabled_optimizers=["NchwcTransformer"]), feeds)
+        difference = float(np.abs(logits - _logits(ort.InferenceSession(
+            str(folder / ORT_FILE), providers=["CPUExecutionProvider"]), feeds)).max())
+    except Exception as error:  # onnxruntime's Fail/InvalidGraph/... derive from Exception only
+        raise ExportError(f"ORT format conversion failed: {error}") from error
+    config = folder / "required_operators.config"
+    create_config_from_models([folder / ORT_FILE], config, enable_type_reduction=False)
+    # The config names the (staging) path of the model in a comment: drop it so the file is
+    # reproducible. model.ort itself is not byte-reproducible (ORT's serializer lays the
+    # flatbuffer out differently from run to run); model.onnx is, and the logits are compared.
+    config.write_text("".join(line for line in config.read_text().splitlines(keepends=True)
+                              if not line.startswith("# - ")))
+    return difference
 
 
 def emit(decoder: Decoder, recipe: QuantRecipe, max_seq_len: int, metadata: dict[str, Any], out_dir: Path) -> Path:
     import onnx
 
     from ..progress import stage
-    from .onnx_graph import strip_metadata
 
     out_dir.mkdir(parents=True, exist_ok=True)
     with stage("torch.onnx.export (dynamo, GroupQueryAttention)"):
         model = _export(decoder)
-    strip_metadata(model)
     with stage(f"quantize onnx ({recipe.name})"):
         model = quantize(model, recipe, decoder.spec.tie_word_embeddings, out_dir)
     large = model.ByteSize() > 1_800_000_000  # protobuf's 2 GB limit, with headroom
     onnx.save_model(model, str(out_dir / ONNX_FILE), save_as_external_data=large,
                     all_tensors_to_one_file=True, location=ONNX_FILE + ".data")
+    del model  # the conversion reads the file; this frees the graph before onnxruntime loads it
     with stage("convert to ORT format"):
-        _to_ort(out_dir)
-    difference = _same_logits(out_dir, decoder.spec)
+        difference = _to_ort(out_dir, decoder.spec)
     if difference > 1e-4:
         raise ExportError(f"model.ort and model.onnx disagree (max abs logits difference {difference:.3g})")
     (out_dir / CONFIG_FILE).write_text(json.dumps(metadata, indent=2) + "\n", encoding="utf-8")
