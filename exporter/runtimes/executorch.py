@@ -9,8 +9,9 @@ a set of mutable buffers per layer, updated in place, that persist across calls 
 method. Attention runs on ExecuTorch's LLM kernels, the ones its own export_llama uses
 (`llama::update_cache` writes this call's keys/values into a [1, max_seq_len, kv_heads, head_dim]
 buffer; `llama::custom_sdpa` attends over the filled prefix only, causal, grouped-query, with no
-mask tensor): about 5x faster decoding than index_copy + masked SDPA over the whole buffer, which
-remains the path for sliding-window models (custom_sdpa has no window). Any process that runs such
+mask tensor): 5-8x faster decoding than index_copy + masked SDPA over the whole buffer
+(benchmarks/RESULTS.md), which remains the path for sliding-window models (custom_sdpa has no
+window). Any process that runs such
 a .pte must have the kernels registered (`_load_kernels`; the Android AAR and iOS `kernels_llm`
 link them). Only the last position's logits are computed: the runner samples from them, and
 prefill does not materialise [T, V].
@@ -59,8 +60,7 @@ class LLMKernelsKVCache(nn.Module):
 
     def __init__(self, num_layers: int, num_kv_heads: int, max_seq_len: int, head_dim: int):
         super().__init__()
-        _load_kernels()
-        self.num_layers = num_layers
+        _load_kernels()  # defines torch.ops.llama.*
         self.max_seq_len = max_seq_len
         shape = (1, max_seq_len, num_kv_heads, head_dim)
         for i in range(num_layers):
@@ -92,9 +92,7 @@ class ExecuTorchLM(nn.Module):
         super().__init__()
         spec = decoder.spec
         self.decoder = decoder
-        self.max_seq_len = max_seq_len
-        self.llm_kernels = uses_llm_kernels(spec, max_seq_len)
-        if self.llm_kernels:
+        if uses_llm_kernels(spec, max_seq_len):
             self.cache = LLMKernelsKVCache(spec.num_layers, spec.num_kv_heads, max_seq_len, spec.head_dim)
         else:
             self.cache = StaticKVCache(spec.num_layers, spec.num_kv_heads, max_seq_len, spec.head_dim,
@@ -102,11 +100,11 @@ class ExecuTorchLM(nn.Module):
 
     def forward(self, tokens: torch.Tensor, input_pos: torch.Tensor) -> torch.Tensor:
         positions = input_pos[0] + torch.arange(tokens.shape[1], dtype=torch.long)  # [T]
-        if self.llm_kernels:
+        if isinstance(self.cache, LLMKernelsKVCache):
             # The kernels take the start position as an int: a data-dependent size for export.
             start = input_pos[0].item()
             torch._check(start >= 0)
-            torch._check(start < self.max_seq_len)
+            torch._check(start < self.cache.max_seq_len)
             bound = self.cache.bind(start)
         else:
             bound = self.cache.bind(positions)
