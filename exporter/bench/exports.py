@@ -46,10 +46,14 @@ class PeerTool:
     note: str = ""
 
 
+def _scheme(recipe: QuantRecipe) -> str:
+    return recipe.params.get("scheme", recipe.name)
+
+
 def executorch_peer_flags(recipe: QuantRecipe) -> list[str]:
     """export_llama's quantization flags for an ExecuTorch recipe of ours (targets/*.toml)."""
     params = recipe.params
-    scheme = params.get("scheme", recipe.name)
+    scheme = _scheme(recipe)
     group = int(params.get("group_size", 32))
     flags: list[str] = []
     bits = params.get("embedding_bits")
@@ -66,7 +70,7 @@ def executorch_peer_flags(recipe: QuantRecipe) -> list[str]:
 def builder_flags(recipe: QuantRecipe) -> list[str]:
     """The onnxruntime-genai model builder's flags for an ONNX recipe of ours."""
     params = recipe.params
-    scheme = params.get("scheme", recipe.name)
+    scheme = _scheme(recipe)
     if scheme == "none":
         return ["-p", "fp32"]
     if scheme == "int4":
@@ -88,7 +92,7 @@ def peer_tool(fmt: str, recipe: QuantRecipe) -> PeerTool | None:
             raise InputError("the ONNX peer (onnxruntime-genai's model builder) needs transformers: "
                              "pip install -e '.[bench]'")
         note = ("different schemes: ours dynamic int8 (MatMulInteger), the builder's MatMulNBits 8-bit"
-                if recipe.params.get("scheme", recipe.name) == "int8" else "")
+                if _scheme(recipe) == "int8" else "")
         return PeerTool(fmt, "onnxruntime-genai model builder", tuple(builder_flags(recipe)), note)
     return None
 

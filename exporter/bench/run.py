@@ -13,10 +13,15 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import InputError
 from ..progress import stage
+
+if TYPE_CHECKING:
+    from ..checkpoint import Checkpoint
+    from ..recipes import QuantRecipe, TargetRecipe
+    from .exports import PeerTool
 
 log = logging.getLogger(__name__)
 
@@ -41,11 +46,13 @@ class BenchRequest:
 
 @dataclass(frozen=True)
 class _Plan:
-    checkpoint: Any
-    target: Any
+    """The request resolved against its target: one recipe (and peer, None for Core ML) per format."""
+
+    checkpoint: Checkpoint
+    target: TargetRecipe
     max_seq_len: int
-    recipes: dict[str, Any]
-    peers: dict[str, Any]
+    recipes: dict[str, QuantRecipe]
+    peers: dict[str, PeerTool | None]
 
 
 def _plan(request: BenchRequest) -> _Plan:
@@ -231,9 +238,9 @@ def run_bench(request: BenchRequest) -> dict[str, Any]:
                 bound = decode_bound(bandwidth[str(n)]["bytes_per_s"], side["weight_bytes_per_token"] + kv_bytes)
                 side.setdefault("decode_bound", {})[str(n)] = {"bound_tok_s": bound,
                                                               "fraction": figures["decode_tok_s"] / bound}
+        first = str(threads[0])
         for fmt, entry in formats.items():
             if "runtime" in entry["ours"] and entry.get("peer"):
-                first = str(threads[0])
                 ours_out, peer_out = entry["ours"]["runtime"][first]["output"], entry["peer"]["runtime"][first]["output"]
                 entry["greedy_first_difference"] = first_difference(ours_out, peer_out)
                 entry["greedy_unit"] = "token" if fmt == "onnx" else "character of the printed text"

@@ -99,13 +99,6 @@ def stderr_to(path: Path):
             os.close(saved)
 
 
-def load_executorch_kernels() -> None:
-    """Kernels any .pte here may call: quantized ops, and llama::update_cache/custom_sdpa (the
-    peer's; ours may use them too)."""
-    import executorch.extension.llm.custom_ops.custom_ops  # noqa: F401
-    import executorch.kernels.quantized  # noqa: F401
-
-
 def set_executorch_threads(threads: int) -> dict[str, int]:
     """Sizes both pools; returns the sizes they report back."""
     import torch
@@ -210,8 +203,10 @@ def measure(subjects: list[Subject], tokenizer_json: Path, prompt: Prompt, new_t
     runner_log = scratch / "executorch-runner.log"
     pools, executorch_pools = {"intra_op_num_threads": threads}, {}
     if any(s.format == "executorch" for s in subjects):
+        from ..runtimes.executorch import load_kernels  # the peer's llama:: ops and quantized kernels
+
         with stderr_to(runner_log):
-            load_executorch_kernels()
+            load_kernels()
             executorch_pools = set_executorch_threads(threads)
     models = {s: og.Model(str(og_folder(s.path, threads, scratch))) for s in subjects if s.format == "onnx"}
 

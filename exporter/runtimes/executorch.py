@@ -12,7 +12,7 @@ buffer; `llama::custom_sdpa` attends over the filled prefix only, causal, groupe
 mask tensor): 5-8x faster decoding than index_copy + masked SDPA over the whole buffer
 (benchmarks/RESULTS.md), which remains the path for sliding-window models (custom_sdpa has no
 window). Any process that runs such
-a .pte must have the kernels registered (`_load_kernels`; the Android AAR and iOS `kernels_llm`
+a .pte must have the kernels registered (`load_kernels`; the Android AAR and iOS `kernels_llm`
 link them). Only the last position's logits are computed: the runner samples from them, and
 prefill does not materialise [T, V].
 
@@ -40,7 +40,7 @@ FILENAME = "model.pte"
 TOKENIZER_IN_ARTIFACT = False  # the runner takes the tokenizer path separately
 
 
-def _load_kernels() -> None:
+def load_kernels() -> None:
     # Kernels outside the core runtime register themselves when their module is imported (the
     # apps link the same libraries): ExecuTorch's LLM ops (llama::update_cache, custom_sdpa) and
     # the quantized embedding kernels. The custom-ops import also defines torch.ops.llama.* for
@@ -60,7 +60,7 @@ class LLMKernelsKVCache(nn.Module):
 
     def __init__(self, num_layers: int, num_kv_heads: int, max_seq_len: int, head_dim: int):
         super().__init__()
-        _load_kernels()  # defines torch.ops.llama.*
+        load_kernels()  # defines torch.ops.llama.*
         self.max_seq_len = max_seq_len
         shape = (1, max_seq_len, num_kv_heads, head_dim)
         for i in range(num_layers):
@@ -212,7 +212,7 @@ class Session:
     def __init__(self, path: Path):
         from executorch.runtime import Runtime
 
-        _load_kernels()
+        load_kernels()
         self._program = Runtime.get().load_program(str(path))
         self._method = None
         self.length = 0
@@ -279,7 +279,7 @@ def runner_generate(path: Path, tokenizer_path: Path, prompt: str, max_new_token
 
     from executorch.extension.llm.runner import GenerationConfig, TextLLMRunner
 
-    _load_kernels()
+    load_kernels()
     runner = TextLLMRunner(str(path), str(tokenizer_path))
     stats: list[str] = []
     config = GenerationConfig(echo=False, max_new_tokens=max_new_tokens, temperature=0.0, num_bos=1)
