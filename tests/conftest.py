@@ -7,6 +7,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from checkout_guard import changed_paths, checkout_state  # noqa: E402
 from helpers import save_random_checkpoint  # noqa: E402
 
 from exporter.models import MODELS  # noqa: E402
@@ -27,6 +28,25 @@ FAMILY_CASES: dict[str, list[tuple[str, dict]]] = {
     "mistral": [("head-dim-32-window-24", MODELS["mistral"].tiny_config)],
     "gpt2": [("tied", MODELS["gpt2"].tiny_config)],
 }
+
+_CHECKOUT_BEFORE = pytest.StashKey[dict | None]()
+
+
+def pytest_sessionstart(session):
+    session.config.stash[_CHECKOUT_BEFORE] = checkout_state()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Fail the run when the tests changed the checkout (tests/checkout_guard.py)."""
+    before = session.config.stash.get(_CHECKOUT_BEFORE, None)
+    after = checkout_state() if before is not None else None
+    changed = changed_paths(before, after) if after is not None else []
+    if changed:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        shown = ", ".join(changed[:8]) + (f" and {len(changed) - 8} more" if len(changed) > 8 else "")
+        reporter.write_line(f"FAILED: the tests wrote into the checkout ({len(changed)} paths): {shown}", red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
 
 CASE_IDS = [(family, name) for family, cases in FAMILY_CASES.items() for name, _ in cases]
 
