@@ -36,7 +36,14 @@ def checkout_root() -> Path | None:
 
 
 def bundle_bytes(bundle: Path) -> int:
-    return sum(f.stat().st_size for f in bundle.rglob("*") if f.is_file())
+    """What the app receives: manifest.json and the files it lists (extras/ stays in OUT/)."""
+    return (bundle / manifest_io.MANIFEST).stat().st_size + sum(f.stat().st_size
+                                                               for f in manifest_io.bundled_paths(bundle))
+
+
+def _leave_out_extras(bundle: Path):
+    """copytree's ignore: the bundle's top-level extras/ folder (files no app loads)."""
+    return lambda folder, names: [manifest_io.EXTRAS_DIR] if Path(folder) == bundle else []
 
 
 def sideload_steps(target: TargetRecipe, bundle: Path) -> list[str]:
@@ -44,13 +51,14 @@ def sideload_steps(target: TargetRecipe, bundle: Path) -> list[str]:
 
 
 def install(bundle: Path, destination: Path) -> None:
-    """Copy a verified bundle to `destination` atomically, checking every file on arrival."""
+    """Copy a verified bundle to `destination` atomically, checking every file on arrival. The
+    bundle's extras/ (files no app loads) stays behind."""
     try:
         staging = staging_dir(destination.parent, destination.name)
     except OSError as e:
         raise InputError(f"{destination.parent}: cannot create the app's bundle folder ({e.strerror})") from None
     try:
-        shutil.copytree(bundle, staging, copy_function=shutil.copy2)
+        shutil.copytree(bundle, staging, copy_function=shutil.copy2, ignore=_leave_out_extras(bundle))
         problems = manifest_io.check_files(staging, manifest_io.read(staging))
         if problems:
             raise ExportError(f"bundle copy into {destination} is not identical to {bundle}: {problems[0]}")

@@ -16,6 +16,9 @@ from .errors import InputError
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
+# OUT/<target>/extras/: files the export keeps for desktop use that no app loads (the manifest's
+# `extras`); the bundling step leaves them out of every app.
+EXTRAS_DIR = "extras"
 
 
 def schema() -> dict[str, Any]:
@@ -33,9 +36,18 @@ def artifact_digest(path: Path) -> tuple[int, str]:
     return total, h.hexdigest()
 
 
+def file_entry(root: Path, path: Path) -> dict[str, Any]:
+    return {"path": path.relative_to(root).as_posix(), "bytes": path.stat().st_size, "sha256": sha256_file(path)}
+
+
+def bundled_paths(root: Path) -> list[Path]:
+    """The files an app receives: everything under `root` but manifest.json and extras/."""
+    return [f for f in sorted(p for p in root.rglob("*") if p.is_file())
+            if f.relative_to(root).parts[0] not in (MANIFEST, EXTRAS_DIR)]
+
+
 def list_files(root: Path) -> list[dict[str, Any]]:
-    return [{"path": f.relative_to(root).as_posix(), "bytes": f.stat().st_size, "sha256": sha256_file(f)}
-            for f in sorted(p for p in root.rglob("*") if p.is_file()) if f.name != MANIFEST or f.parent != root]
+    return [file_entry(root, f) for f in bundled_paths(root)]
 
 
 def validate(manifest: dict[str, Any]) -> None:
@@ -61,18 +73,22 @@ def read(bundle: Path) -> dict[str, Any]:
 
 
 def check_files(bundle: Path, manifest: dict[str, Any]) -> list[str]:
-    """Problems with the bundle's files against the manifest: changed, missing or extra files."""
+    """Problems with the bundle's files against the manifest: changed, missing or extra files.
+    Extras may be absent (an app's copy has none) but, when present, must be the exported ones."""
     problems = []
     listed = {f["path"]: f for f in manifest["files"]}
-    for rel, entry in listed.items():
+    extras = {f["path"]: f for f in manifest.get("extras", [])}
+    for rel, entry in (listed | extras).items():
         path = bundle / rel
         if not path.is_file():
-            problems.append(f"{rel}: missing")
+            if rel in listed:
+                problems.append(f"{rel}: missing")
         elif sha256_file(path) != entry["sha256"]:
             problems.append(f"{rel}: sha256 differs from the manifest (file changed)")
-    for f in list_files(bundle):
-        if f["path"] not in listed:
-            problems.append(f"{f['path']}: not listed in the manifest")
+    for f in sorted(p for p in bundle.rglob("*") if p.is_file()):
+        rel = f.relative_to(bundle).as_posix()
+        if rel != MANIFEST and rel not in listed and rel not in extras:
+            problems.append(f"{rel}: not listed in the manifest")
     for artifact in manifest["artifacts"]:
         path = bundle / artifact["path"]
         if path.exists() and artifact_digest(path)[1] != artifact["sha256"]:

@@ -28,7 +28,7 @@ from .bundle import BundleResult, bundle_into_app
 from .checkpoint import Checkpoint, build_model, load_checkpoint, sha256_file
 from .describe import context_length
 from .errors import InputError, ParityError
-from .manifest import SCHEMA_VERSION, artifact_digest, list_files
+from .manifest import EXTRAS_DIR, SCHEMA_VERSION, artifact_digest, file_entry, list_files
 from .manifest import write as write_manifest
 from .progress import stage
 from .recipes import TargetRecipe, load_target
@@ -157,6 +157,20 @@ def check_tokenizer_parity(tokenizer_json: Path, ids_folder: Path, bundle: Path,
         return problems + check_special_ids(ids_folder, manifest, metadata)
 
 
+def set_aside_extras(module, artifact: Path, staging: Path) -> list[dict[str, Any]]:
+    """Move the files of an artifact that no phone loads (the runtime's EXTRA_FILES: ONNX's
+    model.onnx beside the model.ort GenAI loads) to extras/<format>/ before verification, so the
+    artifact that is verified and bundled is exactly what the app loads. Their manifest entries."""
+    entries = []
+    for name, purpose in module.EXTRA_FILES.items():
+        if (artifact / name).is_file():
+            moved = staging / EXTRAS_DIR / module.FORMAT / name
+            moved.parent.mkdir(parents=True, exist_ok=True)
+            (artifact / name).rename(moved)
+            entries.append({**file_entry(staging, moved), "purpose": purpose})
+    return entries
+
+
 def build_reference(checkpoint: Checkpoint, max_seq_len: int):
     """Stage 2: the fp32 decoder and its greedy continuation + logits for every prompt."""
     from .tokenizer import load_tokenizer
@@ -205,7 +219,7 @@ def export_target(checkpoint: Checkpoint, target: TargetRecipe, request: ExportR
         raise InputError(f"{request.out_dir}: cannot write the output there ({e.strerror})") from None
     try:
         result = TargetResult(target.name, request.out_dir / target.name)
-        artifacts = []
+        artifacts, extras = [], []
         for fmt, recipe in recipes.items():
             module = modules[fmt]
             meta = module.artifact_metadata(checkpoint, max_seq_len)
@@ -213,6 +227,7 @@ def export_target(checkpoint: Checkpoint, target: TargetRecipe, request: ExportR
                 path = module.emit(copy.deepcopy(decoder), recipe, max_seq_len, meta, staging / fmt)
                 if module.TOKENIZER_IN_ARTIFACT:
                     copy_tokenizer_files(checkpoint, path)
+                extras += set_aside_extras(module, path, staging)
             rel = path.relative_to(staging).as_posix()
             with stage(f"verify {rel}"):
                 parity = verify_artifact(module.open_session(path), references, recipe.thresholds,
@@ -266,6 +281,7 @@ def export_target(checkpoint: Checkpoint, target: TargetRecipe, request: ExportR
             "artifacts": artifacts,
             "parity": {"results": "parity.json", "report": "parity.html", "reference": "reference.json"},
             "files": list_files(staging),
+            **({"extras": extras} if extras else {}),
         }
         write_manifest(staging, manifest)
         swap_into_place(staging, result.bundle)

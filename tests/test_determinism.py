@@ -1,7 +1,7 @@
 """Two runs on the same input give byte-identical artifacts and manifests, except two files
 whose tools are not reproducible (docs/MANIFEST.md): onnx/model.ort (ONNX Runtime's serializer
 lays the flatbuffer out differently run to run, its size by a few bytes too) and the Core ML
-spec, model.mlmodel (coremltools' graph passes do not produce the same program twice). For those, model.onnx and the Core ML
+spec, model.mlmodel (coremltools' graph passes do not produce the same program twice). For those, extras/onnx/model.onnx and the Core ML
 weights are byte-identical, and the two Core ML programs compute the same logits (their fp16
 parity figures then differ in the last digits)."""
 
@@ -40,7 +40,7 @@ def test_two_exports_are_byte_identical(family_checkpoint, tmp_path):
     android = {k for k in first if k.startswith("android/")}
     differing = {k for k in android if first[k] != second[k]}
     assert differing <= {"android/onnx/model.ort", "android/manifest.json"}
-    assert first["android/onnx/model.onnx"] == second["android/onnx/model.onnx"]
+    assert first["android/extras/onnx/model.onnx"] == second["android/extras/onnx/model.onnx"]
     a, b = (json.loads(t["android/manifest.json"]) for t in trees)
     for m in (a, b):
         m["files"] = [f for f in m["files"] if f["path"] != "onnx/model.ort"]

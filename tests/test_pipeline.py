@@ -36,7 +36,9 @@ def test_bundle_holds_exactly_the_manifest_files(exported):
     manifest = manifest_io.read(bundle)  # validates against the schema
     assert manifest["target"] == "android" and manifest["model"]["max_seq_len"] == 128
     on_disk = {p.relative_to(bundle).as_posix() for p in bundle.rglob("*") if p.is_file()}
-    assert on_disk == {f["path"] for f in manifest["files"]} | {"manifest.json"}
+    extras = {f["path"] for f in manifest["extras"]}
+    assert extras == {"extras/onnx/model.onnx", "extras/onnx/required_operators.config"}
+    assert on_disk == {f["path"] for f in manifest["files"]} | extras | {"manifest.json"}
     assert manifest_io.check_files(bundle, manifest) == []
     paths = {a["format"]: a["path"] for a in manifest["artifacts"]}
     assert paths == {"executorch": "executorch/model.pte", "onnx": "onnx"}
@@ -44,8 +46,9 @@ def test_bundle_holds_exactly_the_manifest_files(exported):
         assert artifact["parity"]["passed"] and artifact["parity"]["top1"] == 1.0
         assert artifact["quantization"] == "none"
     assert "android: verified executorch/model.pte" in result.stdout and "onnx (none" in result.stdout
-    assert {"genai_config.json", "model.ort", "model.onnx", "required_operators.config", "tokenizer.json",
-            "tokenizer_config.json"} <= {p.name for p in (bundle / "onnx").iterdir()}
+    # The GenAI folder holds what the phone loads, nothing else (model.onnx would double it).
+    assert {p.name for p in (bundle / "onnx").iterdir()} == {"genai_config.json", "model.ort", "tokenizer.json",
+                                                             "tokenizer_config.json"}
     parity = json.loads((bundle / "parity.json").read_text())
     assert [p["format"] for p in parity] == ["executorch", "onnx"]
     for result_of_format in parity:
@@ -141,7 +144,12 @@ def test_app_assets_hold_exactly_the_manifest_files(exported):
     assert f"android: bundled into {assets}" in result.stdout
     manifest = manifest_io.read(assets)
     assert manifest_io.check_files(assets, manifest) == []
-    assert _tree(assets) == _tree(bundle)
+    # The app gets the bundle without extras/ (model.onnx, required_operators.config): only what it loads.
+    shipped = _tree(assets)
+    assert shipped == {path: data for path, data in _tree(bundle).items() if not path.startswith("extras/")}
+    assert set(shipped) == {f["path"] for f in manifest["files"]} | {"manifest.json"}
+    onnx_graph = next(f for f in manifest["extras"] if f["path"] == "extras/onnx/model.onnx")
+    assert sum(map(len, shipped.values())) + onnx_graph["bytes"] < sum(map(len, _tree(bundle).values()))
     assert not [p for p in assets.parent.iterdir() if p.name.startswith(".")]  # no staging left behind
     verify = slm("verify", str(assets))
     assert verify.returncode == 0, verify.stdout + verify.stderr

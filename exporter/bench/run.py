@@ -105,7 +105,12 @@ def _artifact_side(fmt: str, artifact: Path, export: dict[str, Any], vocab_size:
         # External data (the builder's model.onnx.data) is loaded with the model.
         side["artifact_bytes"] = sum(p.stat().st_size for p in artifact.iterdir()
                                      if p.name == model.name or (p.name.startswith(model.name) and p.suffix == ".data"))
-        side["folder_bytes"] = _files_bytes(artifact)
+        # The folder as an app receives it: our emit also writes EXTRA_FILES (model.onnx, ...),
+        # which the pipeline moves out of the bundle; the builder's model.onnx is its loaded model.
+        from ..runtimes import onnx_genai
+
+        side["folder_bytes"] = sum(p.stat().st_size for p in artifact.rglob("*") if p.is_file() and (
+            p.name not in onnx_genai.EXTRA_FILES or p.name.startswith(model.name)))
         # The initializers of model.onnx: ours ships model.ort too, the same graph after ORT's
         # constant folding, whose extra copies (a folded view of the tied head) are only gathered.
         side["weights"] = onnx_weight_bytes(artifact / "model.onnx", vocab_size)

@@ -1,6 +1,8 @@
 """One module per runtime, each with the same small interface:
 
     FORMAT, TOKENIZER_IN_ARTIFACT (whether the tokenizer files go inside the artifact folder)
+    EXTRA_FILES {name: purpose}: files emit writes into the artifact that no phone loads (moved
+        to OUT/<target>/extras/<format>/, never bundled into an app)
     emit(decoder, recipe, max_seq_len, metadata, out_dir) -> Path     # quantize + export + write
     open_session(path) -> Session                                     # reset(); forward(ids) -> logits [V]
     generate(path, tokenizer_path, prompt_ids, max_new_tokens, on_token) -> list[int]   # the app's path

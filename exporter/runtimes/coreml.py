@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 FORMAT = "coreml"
 FILENAME = "model.mlpackage"
 TOKENIZER_IN_ARTIFACT = False  # the app tokenizes with swift-transformers from the bundle's tokenizer.json
+EXTRA_FILES: dict[str, str] = {}  # the phone loads every file of the artifact
 FP32_STATISTICS = {"pow", "reduce_mean", "rsqrt", "layer_norm", "reduce_sum", "sqrt", "real_div"}
 
 

@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 FORMAT = "executorch"
 FILENAME = "model.pte"
 TOKENIZER_IN_ARTIFACT = False  # the runner takes the tokenizer path separately
+EXTRA_FILES: dict[str, str] = {}  # the phone loads every file of the artifact
 
 
 def load_kernels() -> None:

@@ -5,10 +5,13 @@ The artifact is a folder that `onnxruntime_genai.Model(folder)` loads as is (the
 
     genai_config.json        -> filename: model.ort
     model.ort                ORT Mobile format (what the reduced-size mobile runtime loads)
+    tokenizer.json, tokenizer_config.json   (GenAI requires both)
+
+`emit` also writes EXTRA_FILES, which the pipeline moves out of the folder (to extras/onnx/):
+
     required_operators.config   operator list for a reduced ORT build (contrib ops included:
                              GroupQueryAttention, MatMulNBits, GatherBlockQuantized, ...)
     model.onnx               the same graph as ONNX (desktop runtimes, inspection)
-    tokenizer.json, tokenizer_config.json   (GenAI requires both)
 
 Graph signature (batch b, new tokens s, past length p):
 
@@ -49,6 +52,14 @@ FORMAT = "onnx"
 # tokenizer_config.json into the artifact.
 TOKENIZER_IN_ARTIFACT = True
 ONNX_FILE, ORT_FILE, CONFIG_FILE = "model.onnx", "model.ort", "genai_config.json"
+# What the export writes beside the folder GenAI loads (genai_config.json names model.ort). The
+# pipeline keeps these in OUT/<target>/extras/onnx/, never in an app: model.onnx would double the
+# bundle (1.87x the model builder's folder on SmolLM2-135M with it).
+EXTRA_FILES = {
+    ONNX_FILE: "the same graph in standard ONNX (opset 21 + com.microsoft ops), for desktop onnxruntime and inspection",
+    ONNX_FILE + ".data": "model.onnx's external weights (written when the graph is above 1.8 GB)",
+    "required_operators.config": "the operators a reduced-size ONNX Runtime build must include (build.py --include_ops_by_config)",
+}
 OPSET = 21
 
 

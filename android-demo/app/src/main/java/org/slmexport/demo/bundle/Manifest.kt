@@ -23,6 +23,9 @@ data class Manifest(
     @SerialName("artifacts") val artifacts: List<Artifact>,
     @SerialName("parity") val parity: ParityFiles,
     @SerialName("files") val files: List<BundleFile>,
+    // Files slm-export keeps in OUT/<target>/extras/ and never bundles (model.onnx, ...): the app
+    // neither has nor reads them; declared so that the strict parser accepts the key.
+    @SerialName("extras") val extras: List<ExtraFile> = emptyList(),
 ) {
     /** The artifact of one format, if the bundle has it. */
     fun artifact(format: ArtifactFormat): Artifact? = artifacts.firstOrNull { it.format == format.key }
@@ -120,6 +123,14 @@ data class BundleFile(
     @SerialName("path") val path: String,
     @SerialName("bytes") val bytes: Long,
     @SerialName("sha256") val sha256: String,
+)
+
+@Serializable
+data class ExtraFile(
+    @SerialName("path") val path: String,
+    @SerialName("bytes") val bytes: Long,
+    @SerialName("sha256") val sha256: String,
+    @SerialName("purpose") val purpose: String,
 )
 
 /** The runtimes this app can run, keyed by the manifest's artifact `format`. */
