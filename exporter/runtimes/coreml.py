@@ -15,7 +15,8 @@ the same result (tested). Attending over the full cache (masked) rather than sli
 also avoids the torch.export guard that a slice whose bound may equal the cache length raises.
 
 Precision: weights fp16 (or compressed), activations fp16, except the normalisation statistics
-(pow, reduce_mean, rsqrt; layer_norm), kept in fp32: x**2 overflows fp16 for |x| > ~256.
+(pow, reduce_mean, the eps add, rsqrt; layer_norm), kept in fp32: x**2 overflows fp16 for
+|x| > ~256, and mean(x**2) for a residual stream like SmolLM2-135M's (2.4e4 in one channel).
 Compression (coremltools.optimize.coreml) touches only `linear` weights, so the RoPE tables
 (gathered constants) stay exact; a tied embedding shares the head's compressed weight.
 
@@ -45,6 +46,26 @@ FILENAME = "model.mlpackage"
 TOKENIZER_IN_ARTIFACT = False  # the app tokenizes with swift-transformers from the bundle's tokenizer.json
 EXTRA_FILES: dict[str, str] = {}  # the phone loads every file of the artifact
 FP32_STATISTICS = {"pow", "reduce_mean", "rsqrt", "layer_norm", "reduce_sum", "sqrt", "real_div"}
+
+
+def _statistic_neighbours(op) -> tuple[list, list]:
+    """The non-constant ops that feed `op`, and the ops that read its outputs."""
+    inputs = [v for value in op.inputs.values() for v in (value if isinstance(value, (list, tuple)) else [value])]
+    producers = [v.op for v in inputs if getattr(v, "op", None) is not None and v.op.op_type != "const"]
+    return producers, [child for out in op.outputs for child in out.child_ops]
+
+
+def keeps_fp32(op, statistics: set[str] = FP32_STATISTICS) -> bool:
+    """Whether an op of the fp16 program is computed in fp32: the normalisation statistics, and an
+    op that only statistics feed and only statistics read. The latter is the eps added between
+    reduce_mean and rsqrt: in fp16 it rounds mean(x**2), which is ~1e6 on SmolLM2-135M (its
+    residual stream carries 2.4e4 in one channel from layer 11 on) and so overflows fp16's 65504,
+    zeroing the normalised output of every such position."""
+    if op.op_type in statistics:
+        return True
+    producers, consumers = _statistic_neighbours(op)
+    return bool(producers and consumers) and all(p.op_type in statistics for p in producers) and all(
+        c.op_type in statistics for c in consumers)
 
 
 class _StateCache:
@@ -117,7 +138,7 @@ def _convert(decoder: Decoder, max_seq_len: int, fp32: bool, fp32_statistics: bo
         # op_selector picks the ops computed in fp16; the normalisation statistics stay fp32.
         # fp32_statistics=False exists to demonstrate the overflow it prevents (tests).
         keep = FP32_STATISTICS if fp32_statistics else set()
-        precision = ct.transform.FP16ComputePrecision(op_selector=lambda op: op.op_type not in keep)
+        precision = ct.transform.FP16ComputePrecision(op_selector=lambda op: not keeps_fp32(op, keep))
     state_shape = tuple(module.keyCache.shape)
     with stage("coremltools convert"):
         return ct.convert(
