@@ -663,7 +663,8 @@ def _slice_by_index(kw):
 
 @op("slice_update")
 def _slice_update(kw):
-    x = np.array(kw["x"], copy=True)
+    # _in_place: the program's last use of x (MILProgram._plan_frees), so no copy is needed.
+    x = kw["x"] if kw.get("_in_place") else np.array(kw["x"], copy=True)
     index = _index_slices(x, kw)
     target = x[index]
     x[index] = np.asarray(kw["update"]).reshape(np.shape(target))

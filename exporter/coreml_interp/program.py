@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import sys
 from collections.abc import Mapping
 
 import numpy as np
@@ -108,9 +109,10 @@ def _blas_threads(limit: int | None):
 
 
 class _Step:
-    __slots__ = ("fn", "refs", "list_refs", "outs", "casts", "op_type", "label", "kind", "state_name")
+    __slots__ = ("fn", "refs", "list_refs", "outs", "casts", "op_type", "label", "kind", "state_name", "frees")
 
     def __init__(self, **kw):
+        self.frees: list[str] = []  # set by MILProgram._plan_frees
         for k, v in kw.items():
             setattr(self, k, v)
 
@@ -168,6 +170,7 @@ class MILProgram:
         self._unsupported: list[tuple[str, str]] = []
         self._declared: dict[str, int] = {}
         self._compile(block)
+        self._plan_frees()
         for name, ref in self._output_refs.items():
             self._output_types[name] = self._declared.get(ref, self._input_types.get(ref, (DT.FLOAT32,))[0])
 
@@ -311,10 +314,36 @@ class MILProgram:
             state[name] = np.zeros(shape, self._state_dtype(data_type))
         return state
 
+    def _plan_frees(self) -> None:
+        """Each step's `frees`: the values no later step (nor the outputs) reads, dropped from the
+        environment after it runs. Besides memory, this lets slice_update write into a dying
+        buffer instead of copying it: a KV-cache update per layer copied the whole cache (SmolLM2:
+        11.8 MB, 60 times a step, 63% of the interpreter's time)."""
+        last: dict[str, int] = {}
+        for i, step in enumerate(self._steps):
+            for _, r in step.refs:
+                last[r] = i
+            for _, rs in step.list_refs:
+                for r in rs:
+                    last[r] = i
+        keep = set(self._output_refs.values()) | set(self._consts)
+        frees: dict[int, list[str]] = {}
+        for ref, i in last.items():
+            if ref not in keep:
+                frees.setdefault(i, []).append(ref)
+        for i, step in enumerate(self._steps):
+            step.frees = frees.get(i, [])
+
     def _run_step(self, step: _Step, env: dict) -> None:
         kw = {p: env[r] for p, r in step.refs}
         for p, rs in step.list_refs:
             kw[p] = [env[r] for r in rs]
+        if step.op_type == "slice_update" and step.frees and dict(step.refs).get("x") in step.frees:
+            x = kw["x"]
+            # Only env and kw hold it (no view of it is alive elsewhere): safe to overwrite.
+            if isinstance(x, np.ndarray) and x.flags.owndata and x.flags.writeable and sys.getrefcount(x) <= 4:
+                kw["_in_place"] = True
+            del x
         result = step.fn(kw)
         outs = step.outs
         if len(outs) == 1:
@@ -355,6 +384,8 @@ class MILProgram:
                 kind = step.kind
                 if kind == "op":
                     self._run_step(step, env)
+                    for ref in step.frees:
+                        env.pop(ref, None)
                 elif kind == "read_state":
                     current = state[step.state_name]
                     if current.dtype == np.float16:  # already fp16 values: one converting copy
