@@ -79,19 +79,24 @@ def _target_choices() -> list[str]:
                    "Default: the built-in student.")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("dist"), show_default=True,
               help="Output directory; each target is written to OUT/<target>/.")
-@click.option("--quant", "quant", metavar="RECIPE|none",
-              help="Quantization recipe for every format (default: each format's recipe in the target file).")
+@click.option("--quant", "quant", metavar="auto|RECIPE|none",
+              help="Quantization recipe for every format. Default: auto, each format's candidates from the "
+                   "target file, smallest first, until one keeps the model's predictions (docs/PARITY.md).")
 @click.option("--formats", "formats", metavar="LIST",
               help=f"Comma-separated subset of the target's formats ({', '.join(FORMAT_NAMES)}).")
 @click.option("--max-seq-len", type=click.IntRange(min=8), help="KV-cache length (default: the target's).")
 @click.option("--app-dir", type=click.Path(path_type=Path),
               help="App project to bundle into (default: this checkout's demo app for the target).")
 @click.option("--no-bundle", is_flag=True, help="Verify and write OUT/<target>/ only; leave the app alone.")
+@click.option("--accept-quality-loss", is_flag=True,
+              help="Ship a quantized artifact that missed its gate (auto: the last candidate tried), with its "
+                   "figures written into the manifest and shown by the apps.")
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging, peak memory per stage, tracebacks.")
 @click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors.")
 @click.version_option(package_name="slm-export")
 @click.pass_context
-def main(ctx, target, model_dir, out_dir, quant, formats, max_seq_len, app_dir, no_bundle, verbose, quiet):
+def main(ctx, target, model_dir, out_dir, quant, formats, max_seq_len, app_dir, no_bundle, accept_quality_loss,
+         verbose, quiet):
     """Export a small language model for phones, verify it against PyTorch, and bundle it.
 
     \b
@@ -112,17 +117,18 @@ def main(ctx, target, model_dir, out_dir, quant, formats, max_seq_len, app_dir, 
     selected = _parse_formats(formats)
     if app_dir is not None and (target == "all" or no_bundle):
         raise click.UsageError("--app-dir needs one --target and no --no-bundle")
-    _export(target, model_dir, out_dir, quant, selected, max_seq_len, app_dir, not no_bundle)
+    _export(target, model_dir, out_dir, quant, selected, max_seq_len, app_dir, not no_bundle, accept_quality_loss)
 
 
 @guarded
-def _export(target, model_dir, out_dir, quant, formats, max_seq_len, app_dir, bundle):
+def _export(target, model_dir, out_dir, quant, formats, max_seq_len, app_dir, bundle, accept_quality_loss):
     from .pipeline import ExportRequest, export
     from .recipes import target_names
 
     targets = target_names() if target == "all" else [target]
     request = ExportRequest(model_dir=model_dir or _default_model(), out_dir=out_dir, targets=tuple(targets),
-                            quant=quant, formats=formats, max_seq_len=max_seq_len, bundle=bundle, app_dir=app_dir)
+                            quant=quant, formats=formats, max_seq_len=max_seq_len, bundle=bundle, app_dir=app_dir,
+                            accept_quality_loss=accept_quality_loss)
     for result in export(request):
         click.echo(result.summary())
 
@@ -152,7 +158,7 @@ def verify(bundle, model_dir, as_json):
 
     Exits 1 if anything fails.
     """
-    from .pipeline import verify_bundle
+    from .pipeline import quality_line, verify_bundle
 
     check = verify_bundle(bundle, model_dir)
     if as_json:
@@ -163,8 +169,8 @@ def verify(bundle, model_dir, as_json):
             click.echo(f"FAIL {problem}")
         for r in check.results:
             status = "ok  " if r.passed else "FAIL"
-            click.echo(f"{status} {r.artifact} ({r.quantization}, reference {r.reference}): top1 {r.metrics['top1']:.4f}, "
-                       f"KL {r.metrics['kl_mean']:.3g}, greedy {r.metrics['greedy_prefix_min']:.2f}"
+            click.echo(f"{status} {r.artifact} ({r.quantization}, reference {r.reference}): {quality_line(r)}, "
+                       f"greedy {r.metrics['greedy_prefix_min']:.2f}"
                        + (f" -- {'; '.join(r.failures)}" if r.failures else ""))
     if not check.passed:
         first = check.problems[0] if check.problems else next(
@@ -258,10 +264,13 @@ def _parse_threads(value: str) -> tuple[int, ...]:
               help="Keep the exported artifacts and logs here (default: a temporary folder, removed).")
 @click.option("--reuse-peer", is_flag=True,
               help="Reuse peer exports in --work made from the same weights with the same flags.")
+@click.option("--peer-default", is_flag=True,
+              help="Compare with each peer's own 4-bit default (export_llama -qmode 8da4w -G 32; the model builder's "
+                   "-p int4, block 32, accuracy level 4) instead of the equivalent of our recipe.")
 @click.option("--make-smollm2-shape", "smollm2_dir", type=click.Path(path_type=Path), metavar="DIR",
               help="Only write a random-weight SmolLM2-135M-shaped llama checkpoint to DIR, then exit.")
 def bench(model_dir, target, formats, quant, max_seq_len, prompt_tokens, new_tokens, repeats, threads, out_dir,
-          work_dir, reuse_peer, smollm2_dir):
+          work_dir, reuse_peer, peer_default, smollm2_dir):
     """Ours vs each format's own tool on the same weights: export time and memory, artifact bytes,
     prefill and decode speed through the real runtimes, and decode against the memory-bandwidth
     bound. Writes a Markdown table and JSON with ours/peer ratios; prints the table.
@@ -277,7 +286,8 @@ def bench(model_dir, target, formats, quant, max_seq_len, prompt_tokens, new_tok
 
     request = BenchRequest(model_dir=model_dir or _default_model(), target=target, formats=_parse_formats(formats),
                            quant=quant, max_seq_len=max_seq_len, prompt_tokens=prompt_tokens, new_tokens=new_tokens,
-                           repeats=repeats, threads=_parse_threads(threads), work_dir=work_dir, reuse_peer=reuse_peer)
+                           repeats=repeats, threads=_parse_threads(threads), work_dir=work_dir, reuse_peer=reuse_peer,
+                           peer_default=peer_default)
     _bench(request, out_dir)
 
 

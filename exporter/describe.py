@@ -20,8 +20,9 @@ def describe(checkpoint: Checkpoint) -> dict[str, Any]:
         target = load_target(name)
         targets[name] = {
             "max_seq_len": context_length(checkpoint, target.max_seq_len),
-            "artifacts": [{"format": f, "quantization": r.default_recipe,
-                           "recipes": list(r.recipes)} for f, r in target.formats.items()],
+            "artifacts": [{"format": f, "quantization": r.default_recipe, "recipes": r.choices(),
+                           **({"auto_candidates": list(r.auto.candidates)} if r.auto else {})}
+                          for f, r in target.formats.items()],
             "bundle": f"{target.app_project}/{target.app_assets}",
             "max_app_bytes": target.max_app_bytes,
         }

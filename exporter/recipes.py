@@ -30,6 +30,8 @@ class Thresholds:
     cosine_min: float = 0.9999
     max_abs_max: float | None = None
     greedy_prefix_min: float = 1.0  # fraction of the reference's greedy tokens reproduced exactly
+    text_top1_min: float = 0.0  # top-1 agreement over the held-out text (verify.measure_text)
+    ppl_change_max: float | None = None  # relative perplexity change on the held-out text (0.05: +5%)
     measured: dict[str, Any] = field(default_factory=dict, compare=False)
 
 
@@ -40,18 +42,49 @@ class QuantRecipe:
     thresholds: Thresholds
 
 
+AUTO = "auto"  # --quant auto: search the format's candidates (FormatRecipe.auto)
+
+
+@dataclass(frozen=True)
+class AutoSearch:
+    """`--quant auto`: the candidate recipes, smallest artifact first, and the quality every
+    candidate is held to; the first that keeps it ships."""
+
+    candidates: tuple[str, ...]
+    thresholds: Thresholds
+
+
 @dataclass(frozen=True)
 class FormatRecipe:
     format: str
     default_recipe: str
     recipes: dict[str, QuantRecipe]
+    auto: AutoSearch | None = None
 
     def recipe(self, name: str | None) -> QuantRecipe:
+        """Recipe `name`, or the default one; where the default is auto, its first (smallest)
+        candidate (what `bench` compares with the peers unless told otherwise)."""
         chosen = name or self.default_recipe
+        if chosen == AUTO and self.auto:
+            chosen = self.auto.candidates[0]
         if chosen not in self.recipes:
             raise RecipeError(f"quantization recipe {chosen!r} is not defined for {self.format} "
-                              f"(choose from: {', '.join(self.recipes)})")
+                              f"(choose from: {', '.join(self.choices())})")
         return self.recipes[chosen]
+
+    def choices(self) -> list[str]:
+        return ([AUTO] if self.auto else []) + list(self.recipes)
+
+    def plan(self, name: str | None) -> tuple[list[QuantRecipe], Thresholds | None]:
+        """The recipes to try for `--quant name` and, for auto, the gate they share (None: each
+        recipe's own thresholds)."""
+        chosen = name or self.default_recipe
+        if chosen == AUTO:
+            if self.auto is None:
+                raise RecipeError(f"{self.format} has no auto search in this target (choose from: "
+                                  f"{', '.join(self.recipes)})")
+            return [self.recipes[c] for c in self.auto.candidates], self.auto.thresholds
+        return [self.recipe(chosen)], None
 
 
 @dataclass(frozen=True)
@@ -97,10 +130,20 @@ def load_target(name: str) -> TargetRecipe:
             params = dict(params)
             thresholds = _thresholds(params.pop("parity", {}), f"targets/{name}.toml [{fmt}.{recipe_name}]")
             recipes[recipe_name] = QuantRecipe(recipe_name, params, thresholds)
-        if body.get("default_recipe") not in recipes:
-            raise RecipeError(f"targets/{name}.toml: default_recipe {body.get('default_recipe')!r} of {fmt} "
-                              "has no [formats.{fmt}.recipes.<name>] table")
-        formats[fmt] = FormatRecipe(fmt, body["default_recipe"], recipes)
+        auto = None
+        if "auto" in body:
+            raw_auto = dict(body["auto"])
+            candidates = tuple(raw_auto.get("candidates", ()))
+            unknown = [c for c in candidates if c not in recipes]
+            if not candidates or unknown:
+                raise RecipeError(f"targets/{name}.toml [formats.{fmt}.auto]: candidates must name recipes of "
+                                  f"{fmt} (unknown: {unknown or 'none given'})")
+            auto = AutoSearch(candidates, _thresholds(raw_auto.get("parity", {}), f"targets/{name}.toml [{fmt}.auto]"))
+        default = body.get("default_recipe")
+        if default not in recipes and not (default == AUTO and auto):
+            raise RecipeError(f"targets/{name}.toml: default_recipe {default!r} of {fmt} "
+                              f"has no [formats.{fmt}.recipes.<name>] table")
+        formats[fmt] = FormatRecipe(fmt, default, recipes, auto)
     bundle = raw.get("bundle", {})
     return TargetRecipe(name=raw.get("name", name), description=raw.get("description", ""),
                         max_seq_len=int(raw.get("max_seq_len", 512)), formats=formats,

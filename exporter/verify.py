@@ -9,11 +9,18 @@
 4. Free running: the artifact generates greedily on its own; we measure the identical prefix.
    Where the reference's top-2 logits are within TIE_EPSILON at the first difference, the flip is
    reported as a tie, not a failure.
-5. Aggregates are checked against the recipe's thresholds; every failure is named.
+5. Held-out text (exporter/data/quality_text.json: prose, dialogue, code, French, German,
+   Spanish; never used for calibration): the artifact reads each passage teacher-forced, and at
+   every position we compare its top-1 with the reference's (`text_top1`) and score the passage's
+   own next token: the perplexity change against the reference (`ppl_change`, relative), what
+   llama.cpp users read first. ~1,800 tokens on a 512-token cache, so a quantization loss shows
+   as a figure, not as the luck of 128 steps.
+6. Aggregates are checked against the recipe's thresholds; every failure is named.
 
 The reference can be recorded (top-k per step) so `slm-export verify` works without the
 checkpoint; with a recorded reference, max-abs, cosine and KL are computed over the recorded
-top-k ids (an approximation, said so in parity.json).
+top-k ids (an approximation, said so in parity.json); the text metrics are exact either way (the
+reference's top-2 ids and next-token log-probabilities are recorded per position).
 """
 
 from __future__ import annotations
@@ -33,7 +40,9 @@ RECORDED_TOP_K = 32
 
 
 class Session(Protocol):
-    """What every runtime module's `open_session` returns."""
+    """What every runtime module's `open_session` returns. A session may also offer
+    `forward_all(ids) -> [len(ids), V]` (every position's logits) where the runtime computes them
+    anyway; the text metrics then read a passage in chunks instead of token by token."""
 
     def reset(self) -> None: ...
     def forward(self, ids: list[int]) -> torch.Tensor: ...  # last position's logits [V]
@@ -96,6 +105,89 @@ def make_reference(reference_lm, cases: list[tuple[str, list[int]]], max_new_tok
         top = logits.topk(RECORDED_TOP_K, dim=-1)
         refs.append(PromptReference(name, ids, greedy, top.indices, top.values, logits))
     return refs
+
+
+@dataclass
+class TextReference:
+    """One held-out passage: its ids and, for each position but the last, the reference's two best
+    ids (for ties) and its negative log-likelihood of the passage's next token."""
+
+    domain: str
+    ids: list[int]
+    top2: list[list[int]]
+    top2_logits: list[list[float]]
+    nll: list[float]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"domain": self.domain, "ids": self.ids, "top2": self.top2,
+                "top2_logits": [[round(v, 5) for v in row] for row in self.top2_logits],
+                "nll": [round(v, 6) for v in self.nll]}
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> TextReference:
+        return cls(raw["domain"], list(raw["ids"]), raw["top2"], raw["top2_logits"], list(raw["nll"]))
+
+
+def load_quality_text() -> list[dict[str, str]]:
+    return json.loads((resources.files("exporter") / "data" / "quality_text.json").read_text(encoding="utf-8"))["passages"]
+
+
+def tokenize_quality_text(tokenizer, max_seq_len: int) -> list[tuple[str, list[int]]]:
+    """(domain, ids) per passage, cut to the cache."""
+    return [(p["domain"], tokenizer.encode(p["text"]).ids[:max_seq_len]) for p in load_quality_text()]
+
+
+def make_text_reference(reference_lm, passages: list[tuple[str, list[int]]]) -> list[TextReference]:
+    refs = []
+    for domain, ids in passages:
+        if len(ids) < 2:
+            continue
+        logits = reference_lm.full_logits(ids)[:-1].float()
+        top = logits.topk(2, dim=-1)
+        nll = -torch.log_softmax(logits, -1).gather(1, torch.tensor(ids[1:])[:, None])[:, 0]
+        refs.append(TextReference(domain, list(ids), top.indices.tolist(), top.values.tolist(), nll.tolist()))
+    return refs
+
+
+TEXT_CHUNK = 64  # positions per forward_all call: bounds the [chunk, V] logits a runtime returns
+
+
+def passage_logits(session: Session, ids: list[int]) -> torch.Tensor:
+    """The artifact's logits after each of ids[:-1], teacher-forced: [len(ids) - 1, V]."""
+    session.reset()
+    forward_all = getattr(session, "forward_all", None)
+    rows = []
+    if forward_all is not None:
+        for start in range(0, len(ids) - 1, TEXT_CHUNK):
+            rows.append(forward_all(ids[start:min(start + TEXT_CHUNK, len(ids) - 1)]).float())
+        return torch.cat(rows)
+    return torch.stack([session.forward([token]).float() for token in ids[:-1]])
+
+
+def measure_text(session: Session, refs: list[TextReference]) -> dict[str, Any]:
+    """text_top1 (ties count as agreement, as in compare_step), the perplexity of reference and
+    artifact on the passages' own tokens, their relative change, and both per domain."""
+    per_domain: dict[str, list[float]] = {}  # domain -> [agree, tokens, ref nll sum, artifact nll sum]
+    for ref in refs:
+        logits = passage_logits(session, ref.ids)
+        nll = -torch.log_softmax(logits, -1).gather(1, torch.tensor(ref.ids[1:])[:, None])[:, 0]
+        art_top1 = logits.argmax(-1).tolist()
+        agree = sum(a == t[0] or (t_logit[0] - t_logit[1] < TIE_EPSILON and a == t[1])
+                    for a, t, t_logit in zip(art_top1, ref.top2, ref.top2_logits, strict=True))
+        totals = per_domain.setdefault(ref.domain, [0.0, 0.0, 0.0, 0.0])
+        for i, v in enumerate((agree, len(art_top1), sum(ref.nll), float(nll.sum()))):
+            totals[i] += v
+
+    def figures(agree, tokens, ref_nll, art_nll):
+        ppl_ref, ppl_art = math.exp(ref_nll / tokens), math.exp(art_nll / tokens)
+        return {"top1": agree / tokens, "tokens": int(tokens), "ppl_reference": ppl_ref, "ppl": ppl_art,
+                "ppl_change": ppl_art / ppl_ref - 1.0}
+
+    total = [sum(t[i] for t in per_domain.values()) for i in range(4)]
+    overall = figures(*total)
+    return {"text_top1": overall["top1"], "ppl_change": overall["ppl_change"], "text_tokens": overall["tokens"],
+            "ppl_reference": overall["ppl_reference"], "ppl": overall["ppl"],
+            "domains": {d: figures(*t) for d, t in per_domain.items()}}
 
 
 @dataclass
@@ -194,6 +286,7 @@ class ParityResult:
     thresholds: dict[str, Any]
     failures: list[str]
     prompts: list[PromptResult] = field(repr=False)
+    text_domains: dict[str, dict[str, float]] = field(default_factory=dict)  # measure_text's per-domain figures
 
     @property
     def passed(self) -> bool:
@@ -205,7 +298,7 @@ class ParityResult:
     def to_json(self) -> dict[str, Any]:
         return {"artifact": self.artifact, "format": self.format, "quantization": self.quantization,
                 "reference": self.reference, "passed": self.passed, "metrics": self.metrics,
-                "thresholds": self.thresholds, "failures": self.failures,
+                "thresholds": self.thresholds, "failures": self.failures, "text_domains": self.text_domains,
                 "prompts": [{"name": p.name, "prompt_tokens": p.prompt_tokens, "greedy_ids": p.greedy_ids,
                              "greedy_prefix": p.greedy_prefix, "greedy_status": p.greedy_status,
                              "steps": [{k: round(v, 7) if isinstance(v, float) else v
@@ -246,6 +339,13 @@ def check_thresholds(metrics: dict[str, float], thresholds: Thresholds, prompts:
         failures.append(f"cosine_min {metrics['cosine_min']:.6f} < {thresholds.cosine_min} ({worst('cosine', min)})")
     if thresholds.max_abs_max is not None and not metrics["max_abs"] <= thresholds.max_abs_max:
         failures.append(f"max_abs {metrics['max_abs']:.3g} > {thresholds.max_abs_max} ({worst('max_abs')})")
+    if "text_top1" in metrics and not metrics["text_top1"] >= thresholds.text_top1_min:
+        failures.append(f"text_top1 {metrics['text_top1']:.4f} < {thresholds.text_top1_min} "
+                        f"(over {metrics['text_tokens']} tokens of held-out text)")
+    if "ppl_change" in metrics and thresholds.ppl_change_max is not None \
+            and not metrics["ppl_change"] <= thresholds.ppl_change_max:
+        failures.append(f"perplexity change {metrics['ppl_change']:+.2%} > +{thresholds.ppl_change_max * 100:g}% "
+                        f"({metrics['ppl_reference']:.2f} -> {metrics['ppl']:.2f} on held-out text)")
     if metrics["greedy_prefix_min"] < thresholds.greedy_prefix_min:
         bad = min(prompts, key=lambda p: p.greedy_fraction)
         failures.append(f"greedy_prefix {metrics['greedy_prefix_min']:.3f} < {thresholds.greedy_prefix_min} "
@@ -254,13 +354,20 @@ def check_thresholds(metrics: dict[str, float], thresholds: Thresholds, prompts:
 
 
 def verify_artifact(session: Session, references: list[PromptReference], thresholds: Thresholds, *,
-                    artifact: str, fmt: str, quantization: str) -> ParityResult:
+                    artifact: str, fmt: str, quantization: str,
+                    text: list[TextReference] | None = None) -> ParityResult:
     prompts = [run_prompt(session, ref) for ref in references]
     metrics = aggregate(prompts)
+    domains = {}
+    if text:
+        measured = measure_text(session, text)
+        domains = measured.pop("domains")
+        metrics.update(measured)
     if any(math.isnan(v) for v in metrics.values()):
         failures = ["the artifact produced NaN logits"]
     else:
         failures = check_thresholds(metrics, thresholds, prompts)
     recorded = any(r.logits is None for r in references)
     return ParityResult(artifact, fmt, quantization, f"recorded-top{RECORDED_TOP_K}" if recorded else "checkpoint",
-                        metrics, {k: v for k, v in asdict(thresholds).items() if k != "measured"}, failures, prompts)
+                        metrics, {k: v for k, v in asdict(thresholds).items() if k != "measured"}, failures, prompts,
+                        domains)

@@ -71,3 +71,26 @@ def test_the_schema_check_catches_an_unknown_key():
                                            if "assets/slm" not in p.as_posix() and "Resources/slm" not in p.as_posix()))
 def test_app_test_fixtures_are_valid_manifests(fixture):
     manifest_io.validate(json.loads((REPO / fixture).read_text()))
+
+
+def closed_object_keys(node=None) -> set[str]:
+    """Keys of the schema's closed objects (additionalProperties: false)."""
+    node = manifest_io.schema() if node is None else node
+    keys: set[str] = set()
+    if isinstance(node, dict):
+        if node.get("additionalProperties") is False:
+            keys |= set(node.get("properties", {}))
+        for value in node.values():
+            keys |= closed_object_keys(value)
+    elif isinstance(node, list):
+        for value in node:
+            keys |= closed_object_keys(value)
+    return keys
+
+
+def test_android_app_declares_every_key_a_manifest_may_carry():
+    """kotlinx.serialization refuses a key its data class does not declare (the Android parser is
+    strict, like the schema): a key the exporter may write but the app lacks would make every new
+    bundle unloadable on Android."""
+    missing = closed_object_keys() - set().union(*keys_read_by("android").values())
+    assert not missing, f"the Android app would refuse manifests carrying {sorted(missing)}"

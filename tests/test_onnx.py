@@ -158,13 +158,18 @@ def test_genai_continues_a_sequence_with_a_multi_token_append(family_checkpoint,
     assert [int(t) for t in generator.get_sequence(0)][len(first) + len(second):] == expected
 
 
-@pytest.mark.parametrize(("recipe", "operator"), [("int4", "MatMulNBits"), ("int8", "MatMulInteger")])
+@pytest.mark.parametrize(("recipe", "operator"), [("int4", "MatMulNBits"), ("int8w", "MatMulNBits"),
+                                                  ("int8", "MatMulInteger")])
 def test_ort_format_gives_the_same_logits_as_onnx(recipe, operator, family_checkpoint, tmp_path):
     import onnxruntime as ort
 
     checkpoint = load_checkpoint(family_checkpoint("llama", "llama3-rope-tied-gqa2"))
-    folder = _export(checkpoint, tmp_path / "onnx", recipe, {"block_size": 32, "accuracy_level": 4}
-                     if recipe == "int4" else {})
+    params = {"int4": {"block_size": 32, "accuracy_level": 4}, "int8w": {"block_size": 32, "accuracy_level": 0}}
+    folder = _export(checkpoint, tmp_path / "onnx", recipe, params.get(recipe, {}))
+    if recipe == "int8w":  # 8-bit weights, and the tied embedding gathered from the 8-bit head
+        nodes = {n.op_type: n for n in _graph(folder).node}
+        assert {a.name: a.i for a in nodes["MatMulNBits"].attribute}["bits"] == 8
+        assert {a.name: a.i for a in nodes["GatherBlockQuantized"].attribute}["bits"] == 8
     spec = checkpoint.spec
     rng = np.random.default_rng(3)
     feeds = {"input_ids": rng.integers(0, spec.vocab_size, (2, 7), dtype=np.int64),

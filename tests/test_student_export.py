@@ -19,8 +19,9 @@ from exporter.tokenizer import load_tokenizer
 PROMPT = "The function returns"
 
 
-def test_default_android_export_passes_the_8da4w_thresholds(tmp_path):
-    # The main job exactly as the README runs it, with the default model and recipe.
+def test_default_android_export_ships_the_smallest_candidates_within_their_thresholds(tmp_path):
+    # The main job exactly as the README runs it, with the default model and --quant auto: the
+    # student keeps its predictions at 4 bits, so each format's first candidate ships.
     app = tmp_path / "app"
     app.mkdir()
     result = subprocess.run([sys.executable, "-m", "exporter", "--target", "android", "--out", str(tmp_path),
@@ -28,12 +29,17 @@ def test_default_android_export_passes_the_8da4w_thresholds(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     manifest = manifest_io.read(tmp_path / "android")
     target = load_target("android")
-    assert {(a["format"], a["quantization"]) for a in manifest["artifacts"]} == {("executorch", "8da4w"),
+    assert {(a["format"], a["quantization"]) for a in manifest["artifacts"]} == {("executorch", "8da4w-e8"),
                                                                                 ("onnx", "int4")}
     fp32_bytes = (STUDENT_DIR / "model.safetensors").stat().st_size
     for artifact in manifest["artifacts"]:
-        thresholds = target.formats[artifact["format"]].recipes[artifact["quantization"]].thresholds
         assert artifact["parity"]["passed"]
+        assert [t["quantization"] for t in artifact["search"]["tried"]] == [artifact["quantization"]]
+        gate = target.formats[artifact["format"]].auto.thresholds
+        assert artifact["parity"]["text_top1"] >= gate.text_top1_min
+        assert artifact["parity"]["ppl_change"] <= gate.ppl_change_max
+        # and the recipe's own thresholds, set from the student's figures, hold too
+        thresholds = target.formats[artifact["format"]].recipes[artifact["quantization"]].thresholds
         assert artifact["parity"]["top1"] >= thresholds.top1_min
         assert artifact["parity"]["kl_mean"] <= thresholds.kl_max
     pte = next(a for a in manifest["artifacts"] if a["format"] == "executorch")

@@ -249,13 +249,17 @@ class Session:
         self.state = self.program.make_state()
         self.length = 0
 
-    def forward(self, ids: list[int]) -> torch.Tensor:
+    def forward_all(self, ids: list[int]) -> torch.Tensor:
+        """Every position's logits [len(ids), V]: the model computes them anyway."""
         end = self.length + len(ids)
         outputs = self.program.predict({"inputIds": np.asarray([ids], dtype=np.int32),
                                         "causalMask": np.zeros((1, 1, len(ids), end), dtype=np.float16)},
                                        state=self.state)
         self.length = end
-        return torch.from_numpy(np.asarray(outputs["logits"], dtype=np.float32)[0, -1].copy())
+        return torch.from_numpy(np.asarray(outputs["logits"], dtype=np.float32)[0].copy())
+
+    def forward(self, ids: list[int]) -> torch.Tensor:
+        return self.forward_all(ids)[-1]
 
 
 def open_session(path: Path, engine: str | None = None, precision: str = "fp16") -> Session:

@@ -171,6 +171,32 @@ def quantize(module: nn.Module, recipe: QuantRecipe) -> None:
               filter_fn=lambda m, _: isinstance(m, nn.Linear) and (scheme != "8da4w" or m.in_features % group == 0))
 
 
+def estimate_session(decoder: Decoder, recipe: QuantRecipe, max_seq_len: int):
+    """The recipe's quantization applied by torchao to an eager copy, behind the Session
+    interface: the same integer arithmetic XNNPACK runs (dynamic int8 activations, the same
+    quantized weights), in seconds instead of an export. `--quant auto` uses it to skip a
+    candidate that is far from its gate without exporting it."""
+    import copy
+
+    from ..reference import ReferenceLM
+
+    quantized = copy.deepcopy(decoder).eval()
+    quantize(quantized, recipe)
+    return _EagerSession(ReferenceLM(quantized, max_seq_len))
+
+
+class _EagerSession:
+    def __init__(self, lm):
+        self.lm = lm
+        self.forward_all = lm.forward
+
+    def reset(self) -> None:
+        self.lm.reset()
+
+    def forward(self, ids: list[int]) -> torch.Tensor:
+        return self.lm.forward(ids)[-1]
+
+
 def emit(decoder: Decoder, recipe: QuantRecipe, max_seq_len: int, metadata: dict[str, Any],
          out_dir: Path) -> Path:
     """Quantize, torch.export with a dynamic T, lower to XNNPACK, write OUT/model.pte."""

@@ -190,18 +190,21 @@ def _export(decoder: Decoder):
 def quantize(model, recipe: QuantRecipe, tied: bool, work_dir: Path):
     """none: fp32. int4: MatMulNBits, symmetric, `block_size` (default 32), `accuracy_level`
     (default 4: int8 activations inside the kernel), the tied embedding read from the int4 head.
-    int8: onnxruntime's dynamic quantization (int8 per-channel weights, int8 activations)."""
+    int8w: the same with 8-bit weights (MatMulNBits bits=8); with accuracy_level 0 the
+    activations stay fp32 (weight-only). int8: onnxruntime's dynamic quantization (int8
+    per-channel weights, int8 activations)."""
     from . import onnx_graph
 
     scheme = recipe.params.get("scheme", recipe.name)
     onnx_graph.fold_weight_transposes(model, shared="fused" if scheme == "none" else "copy")
     if scheme == "none":
         return model
-    if scheme == "int4":
+    if scheme in ("int4", "int8w"):
+        bits = 4 if scheme == "int4" else 8
         block = int(recipe.params.get("block_size", 32))
-        model = onnx_graph.quantize_nbits(model, 4, block, int(recipe.params.get("accuracy_level", 4)))
-        if tied and not onnx_graph.share_embedding_with_int4_head(model, block):
-            log.warning("tied embedding could not be shared with the int4 head; it is stored separately")
+        model = onnx_graph.quantize_nbits(model, bits, block, int(recipe.params.get("accuracy_level", 4)))
+        if tied and not onnx_graph.share_embedding_with_nbits_head(model, block, bits):
+            log.warning("tied embedding could not be shared with the int%d head; it is stored separately", bits)
         return model
     if scheme == "int8":
         return onnx_graph.quantize_int8_dynamic(model, work_dir)

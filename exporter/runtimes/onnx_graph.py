@@ -246,7 +246,7 @@ def fold_weight_transposes(model, shared: str = "copy") -> None:
     constant B. The export stores every weight transposed already (onnx_ops.TransposedLinear)
     except a tied head's, which is the embedding table the Gather also reads. For a shared table
     this adds a transposed copy (shared="copy": the int4 path then drops the fp32 table, see
-    share_embedding_with_int4_head), or leaves the table as it is behind
+    share_embedding_with_nbits_head), or leaves the table as it is behind
     com.microsoft.FusedMatMul(transB=1) (shared="fused", for fp32: onnxruntime would otherwise
     fold the Transpose into a second copy of the table in model.ort)."""
     from onnx import helper
@@ -314,8 +314,8 @@ def quantize_int8_dynamic(model, work_dir: Path):
     return quantized
 
 
-def share_embedding_with_int4_head(model, block_size: int) -> bool:
-    """For a tied model only: gather the embedding rows from the int4 head (GatherBlockQuantized,
+def share_embedding_with_nbits_head(model, block_size: int, bits: int = 4) -> bool:
+    """For a tied model only: gather the embedding rows from the 4- or 8-bit head (GatherBlockQuantized,
     the GenAI model builder's shared-embedding layout) and drop the fp32 table. Returns whether
     the graph had the expected shape to share.
 
@@ -339,7 +339,7 @@ def share_embedding_with_int4_head(model, block_size: int) -> bool:
     attrs = {a.name: helper.get_attribute_value(a) for a in head.attribute}
     gather = next((n for n in graph.node if n.op_type == "Gather" and n.input[1] == "input_ids"
                    and n.input[0] in initializers), None)
-    if gather is None or attrs.get("bits") != 4:
+    if gather is None or attrs.get("bits") != bits:
         return False
     vocab, hidden = attrs["N"], attrs["K"]
     if tuple(initializers[gather.input[0]].dims) != (vocab, hidden):
@@ -349,7 +349,7 @@ def share_embedding_with_int4_head(model, block_size: int) -> bool:
     keep_flatten = packed + "_keep_flatten"
     graph.initializer.append(numpy_helper.from_array(np.array([0, -1], dtype=np.int64), keep_flatten))
     out = gather.output[0]
-    gathered = out if flat * 2 == hidden else out + "_padded"
+    gathered = out if flat * (8 // bits) == hidden else out + "_padded"
     # Shape(attention_mask) >= [1, 1], so the Min is [0, -1]; merge_duplicate_nodes then shares
     # the Shape with GroupQueryAttention's.
     nodes = [helper.make_node("Shape", ["attention_mask"], [packed + "_mask_shape"], name="embed_tokens/Shape"),
@@ -357,7 +357,7 @@ def share_embedding_with_int4_head(model, block_size: int) -> bool:
                               name="embed_tokens/Min"),
              helper.make_node("Reshape", [packed, packed + "_shape"], [packed + "_rows"], name="embed_tokens/Reshape"),
              helper.make_node("GatherBlockQuantized", [packed + "_rows", "input_ids", scales], [gathered],
-                              name="embed_tokens/GatherBlockQuantized", domain="com.microsoft", bits=4,
+                              name="embed_tokens/GatherBlockQuantized", domain="com.microsoft", bits=bits,
                               block_size=block_size, gather_axis=0, quantize_axis=1)]
     if gathered != out:  # hidden is not a multiple of the block: drop the padding columns
         for suffix, value in (("_s0", [0]), ("_s1", [hidden]), ("_axis", [-1])):

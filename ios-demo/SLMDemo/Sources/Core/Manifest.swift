@@ -121,6 +121,11 @@ struct Manifest: Codable, Equatable {
         var sha256: String
         var parity: ArtifactParity
         var selfTest: SelfTestSpec
+        /// Present when `--quant auto` chose this artifact: the candidates tried, smallest first.
+        var search: Search?
+        /// Present when the artifact missed its quality gate and was shipped anyway
+        /// (--accept-quality-loss): shown beside the runtime.
+        var qualityLoss: QualityLoss?
 
         enum CodingKeys: String, CodingKey {
             case format = "format"
@@ -130,6 +135,40 @@ struct Manifest: Codable, Equatable {
             case sha256 = "sha256"
             case parity = "parity"
             case selfTest = "self_test"
+            case search = "search"
+            case qualityLoss = "quality_loss"
+        }
+    }
+
+    struct QualityLoss: Codable, Equatable {
+        var acceptedWith: String
+        var failures: [String]
+
+        enum CodingKeys: String, CodingKey {
+            case acceptedWith = "accepted_with"
+            case failures = "failures"
+        }
+    }
+
+    struct Search: Codable, Equatable {
+        var seconds: Double
+        var tried: [SearchCandidate]
+
+        enum CodingKeys: String, CodingKey {
+            case seconds = "seconds"
+            case tried = "tried"
+        }
+    }
+
+    struct SearchCandidate: Codable, Equatable {
+        var quantization: String
+        var passed: Bool
+        var bytes: Int64?
+
+        enum CodingKeys: String, CodingKey {
+            case quantization = "quantization"
+            case passed = "passed"
+            case bytes = "bytes"
         }
     }
 
@@ -173,6 +212,9 @@ struct Manifest: Codable, Equatable {
         var ties: Int?
         var steps: Int?
         var failures: [String]?
+        /// On the held-out text (docs/PARITY.md): top-1 agreement and relative perplexity change.
+        var textTop1: Double?
+        var pplChange: Double?
 
         enum CodingKeys: String, CodingKey {
             case passed = "passed"
@@ -187,6 +229,8 @@ struct Manifest: Codable, Equatable {
             case ties = "ties"
             case steps = "steps"
             case failures = "failures"
+            case textTop1 = "text_top1"
+            case pplChange = "ppl_change"
         }
     }
 
@@ -305,7 +349,9 @@ extension Manifest {
             checkPath(a.path, "\(at)/path")
             checkSha(a.sha256, "\(at)/sha256")
             if a.bytes < 1 { out.append("\(at)/bytes must be at least 1") }
-            if !a.parity.passed { out.append("\(at)/parity/passed is false") }
+            if !a.parity.passed && a.qualityLoss == nil {
+                out.append("\(at)/parity/passed is false without quality_loss")
+            }
             for (j, c) in a.selfTest.cases.enumerated() {
                 let cat = "\(at)/self_test/cases/\(j)"
                 if c.promptIds.isEmpty { out.append("\(cat)/prompt_ids is empty") }

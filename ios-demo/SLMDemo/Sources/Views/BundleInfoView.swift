@@ -64,6 +64,19 @@ struct BundleInfoView: View {
                                             artifact.parity.klMean, artifact.parity.greedyPrefixMin))
                                     .font(.caption)
                                     .foregroundStyle(.secondary)
+                                if let textTop1 = artifact.parity.textTop1 {
+                                    Text(String(format: "held-out text: top-1 %.3f, perplexity %+.1f%%%@", textTop1,
+                                                100 * (artifact.parity.pplChange ?? 0),
+                                                artifact.search.map { " · chosen by auto from \($0.tried.count) tried" } ?? ""))
+                                        .font(.caption)
+                                        .foregroundStyle(.secondary)
+                                }
+                                if let loss = artifact.qualityLoss {
+                                    Text("Below its quality gate, shipped with \(loss.acceptedWith): "
+                                        + loss.failures.joined(separator: "; "))
+                                        .font(.caption)
+                                        .foregroundStyle(.red)
+                                }
                                 if RuntimeKind(rawValue: artifact.format) == nil {
                                     Text("Not run by this app (the iOS demo runs Core ML and ExecuTorch).")
                                         .font(.caption).foregroundStyle(.secondary)

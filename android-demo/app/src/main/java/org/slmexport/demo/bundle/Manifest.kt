@@ -4,6 +4,7 @@ import kotlinx.serialization.ExperimentalSerializationApi
 import kotlinx.serialization.SerialName
 import kotlinx.serialization.Serializable
 import kotlinx.serialization.json.JsonIgnoreUnknownKeys
+import kotlinx.serialization.json.JsonObject
 
 /*
  * manifest.json, the contract between slm-export and this app (docs/MANIFEST.md; JSON Schema in
@@ -76,6 +77,34 @@ data class Artifact(
     @SerialName("sha256") val sha256: String,
     @SerialName("parity") val parity: ParitySummary,
     @SerialName("self_test") val selfTest: ArtifactSelfTest,
+    // Present when `--quant auto` chose this artifact: the candidates tried, smallest first.
+    @SerialName("search") val search: Search? = null,
+    // Present when the artifact missed its quality gate and was shipped anyway
+    // (--accept-quality-loss): the app shows the failures beside the runtime.
+    @SerialName("quality_loss") val qualityLoss: QualityLoss? = null,
+)
+
+@Serializable
+data class QualityLoss(
+    @SerialName("accepted_with") val acceptedWith: String,
+    @SerialName("failures") val failures: List<String>,
+)
+
+/** What `--quant auto` tried (the schema leaves the gate and each candidate open). */
+@Serializable
+data class Search(
+    @SerialName("gate") val gate: JsonObject,
+    @SerialName("seconds") val seconds: Double,
+    @SerialName("tried") val tried: List<SearchCandidate>,
+)
+
+@OptIn(ExperimentalSerializationApi::class)
+@JsonIgnoreUnknownKeys
+@Serializable
+data class SearchCandidate(
+    @SerialName("quantization") val quantization: String,
+    @SerialName("passed") val passed: Boolean,
+    @SerialName("bytes") val bytes: Long? = null,
 )
 
 /** The parity summary. The schema leaves this object open (no additionalProperties: false). */
@@ -95,6 +124,9 @@ data class ParitySummary(
     @SerialName("ties") val ties: Int? = null,
     @SerialName("steps") val steps: Int? = null,
     @SerialName("failures") val failures: List<String> = emptyList(),
+    // On the held-out text (docs/PARITY.md): top-1 agreement and relative perplexity change.
+    @SerialName("text_top1") val textTop1: Double? = null,
+    @SerialName("ppl_change") val pplChange: Double? = null,
 )
 
 @Serializable

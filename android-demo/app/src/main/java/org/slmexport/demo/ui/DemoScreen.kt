@@ -169,9 +169,22 @@ private fun MainScreen(
                     if (artifact != null) {
                         Text(
                             "${artifact.path} · ${artifact.quantization} · ${artifact.bytes / 1_000_000} MB · " +
-                                "host parity top-1 ${"%.3f".format(artifact.parity.top1)}",
+                                "host parity top-1 ${"%.3f".format(artifact.parity.top1)}" +
+                                (artifact.parity.textTop1?.let { top1 ->
+                                    " · text top-1 ${"%.3f".format(top1)}, perplexity " +
+                                        "%+.1f%%".format(100 * (artifact.parity.pplChange ?: 0.0))
+                                } ?: "") +
+                                (artifact.search?.let { " · chosen by auto from ${it.tried.size} tried" } ?: ""),
                             style = MaterialTheme.typography.bodySmall,
                         )
+                        artifact.qualityLoss?.let { loss ->
+                            Text(
+                                "Below its quality gate, shipped with ${loss.acceptedWith}: " +
+                                    loss.failures.joinToString("; "),
+                                style = MaterialTheme.typography.bodySmall,
+                                color = MaterialTheme.colorScheme.error,
+                            )
+                        }
                     }
                 }
             }
