@@ -81,6 +81,22 @@ def builder_flags(recipe: QuantRecipe) -> list[str]:
     raise InputError(f"onnx recipe {recipe.name!r} has no model-builder equivalent (compared: none, int4, int8)")
 
 
+# Each peer's own 4-bit default, as the issues measured them (bench --peer-default): what a user
+# of the peer gets, whatever recipe ours uses.
+PEER_DEFAULT_FLAGS = {
+    "executorch": ("-qmode", "8da4w", "-G", "32"),
+    "onnx": ("-p", "int4", "--extra_options", "block_size=32", "accuracy_level=4"),
+}
+
+
+def peer_default_tool(fmt: str) -> PeerTool | None:
+    """The peer for `fmt` with its own 4-bit default flags (None: Core ML has none)."""
+    if fmt not in PEER_DEFAULT_FLAGS:
+        return None
+    name = "export_llama" if fmt == "executorch" else "onnxruntime-genai model builder"
+    return PeerTool(fmt, name, PEER_DEFAULT_FLAGS[fmt], "the peer's own 4-bit default, not the equivalent of ours")
+
+
 def peer_tool(fmt: str, recipe: QuantRecipe) -> PeerTool | None:
     """The peer for `fmt` (None: Core ML has none); raises InputError for an unmappable recipe."""
     if fmt == "executorch":

@@ -46,6 +46,10 @@ def format_rows(result: dict[str, Any], fmt: str) -> list[dict[str, Any]]:
     add("artifact: the file(s) the runtime loads", "MB", lambda s: s["artifact_bytes"] / MB)
     if entry["ours"].get("folder_bytes") is not None:
         add("artifact folder as bundled into the app", "MB", lambda s: s["folder_bytes"] / MB)
+    if "quality" in entry["ours"]:
+        add("held-out text: top-1 agreement with fp32", "", lambda s: s["quality"]["text_top1"])
+        add("held-out text: perplexity change against fp32", "%", lambda s: 100 * s["quality"]["ppl_change"],
+            paired=False)
     if "runtime" not in entry["ours"]:
         return out
     add("weights read per decoded token", "MB", lambda s: s["weight_bytes_per_token"] / MB)
@@ -117,8 +121,9 @@ def markdown(result: dict[str, Any]) -> str:
     table_rows = rows(result)
     runtime_formats = [f for f in result["formats"] if "runtime" in result["formats"][f]["ours"]]
     if runtime_formats:
-        keys = ["export wall", "export CPU time, user+sys", "export peak RSS", "artifact: the file(s) the runtime loads"]
-        short = ["export wall", "export CPU", "peak RSS", "artifact bytes"]
+        keys = ["export wall", "export CPU time, user+sys", "export peak RSS", "artifact: the file(s) the runtime loads",
+                "held-out text: top-1 agreement with fp32"]
+        short = ["export wall", "export CPU", "peak RSS", "artifact bytes", "text top-1"]
         for threads in result["threads"]:
             label = _threads_label(threads)
             keys += [f"prefill, {result['prompt']['tokens']}-token prompt, {label}",
@@ -128,7 +133,8 @@ def markdown(result: dict[str, Any]) -> str:
                   "| format | " + " | ".join(short) + " |", "|---|" + "---:|" * len(short)]
         for fmt in runtime_formats:
             by_metric = {r["metric"]: r for r in table_rows if r["format"] == fmt}
-            lines.append(f"| {fmt} | " + " | ".join(number(by_metric[k]["ratio"]) for k in keys) + " |")
+            lines.append(f"| {fmt} | " + " | ".join(number(by_metric[k]["ratio"]) if k in by_metric else "—"
+                                                     for k in keys) + " |")
         lines.append("")
     for fmt, entry in result["formats"].items():
         tool = entry.get("peer_tool")

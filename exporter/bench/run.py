@@ -42,6 +42,7 @@ class BenchRequest:
     work_dir: Path | None = None  # None: a temporary folder, removed at the end
     reuse_peer: bool = False  # keep peer exports in work_dir whose tool, flags and weights match
     bandwidth_bytes: int = 512 << 20
+    peer_default: bool = False  # compare with each peer's own 4-bit default instead of the equivalent of ours
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,7 @@ def _plan(request: BenchRequest) -> _Plan:
     from ..pipeline import cache_length, plan_formats
     from ..recipes import load_target
     from .checkpoints import check_meta_convertible
-    from .exports import peer_tool
+    from .exports import peer_default_tool, peer_tool
 
     if request.repeats < 1 or request.prompt_tokens < 2 or request.new_tokens < 2:
         raise InputError("--repeats must be >= 1, --prompt-tokens and --new-tokens >= 2")
@@ -71,7 +72,8 @@ def _plan(request: BenchRequest) -> _Plan:
     target = load_target(request.target)
     formats = plan_formats(target, request.formats)
     recipes = {fmt: target.formats[fmt].recipe(request.quant) for fmt in formats}
-    peers = {fmt: peer_tool(fmt, recipe) for fmt, recipe in recipes.items()}
+    peers = {fmt: peer_default_tool(fmt) if request.peer_default else peer_tool(fmt, recipe)
+             for fmt, recipe in recipes.items()}
     checkpoint = load_checkpoint(request.model_dir)
     if "executorch" in formats:
         check_meta_convertible(checkpoint)
@@ -206,6 +208,28 @@ def _runtime_notes(fmt: str, entry: dict[str, Any], threads: list[int], prompt_t
     return notes
 
 
+def _measure_quality(checkpoint, max_seq_len: int, formats: dict[str, dict[str, Any]]) -> None:
+    """Teacher-forced top-1 and perplexity change on the held-out text (docs/PARITY.md) for every
+    artifact with a runtime here, ours and the peer's, through the same sessions verify uses."""
+    from ..checkpoint import build_model
+    from ..reference import ReferenceLM
+    from ..runtimes import runtime
+    from ..tokenizer import load_tokenizer
+    from ..verify import make_text_reference, measure_text, tokenize_quality_text
+
+    sides = [(fmt, entry[who]) for fmt, entry in formats.items() if fmt in RUNTIME_FORMATS
+             for who in ("ours", "peer") if entry.get(who)]
+    if not sides:
+        return
+    with stage("reference on the held-out text"):
+        passages = tokenize_quality_text(load_tokenizer(checkpoint.tokenizer.tokenizer_json), max_seq_len)
+        refs = make_text_reference(ReferenceLM(build_model(checkpoint, max_seq_len), max_seq_len), passages)
+    for fmt, side in sides:
+        with stage(f"held-out text: {side['artifact']}"):
+            measured = measure_text(runtime(fmt).open_session(Path(side["artifact"])), refs)
+        side["quality"] = {k: measured[k] for k in ("text_top1", "ppl_change", "text_tokens", "ppl", "ppl_reference")}
+
+
 def run_bench(request: BenchRequest) -> dict[str, Any]:
     """Runs the benchmark; returns the result (see report.py for its rows and rendering)."""
     from ..pipeline import tool_versions
@@ -222,6 +246,7 @@ def run_bench(request: BenchRequest) -> dict[str, Any]:
              ", ".join(f"{f} ({r.name})" for f, r in plan.recipes.items()), plan.max_seq_len, work)
     try:
         formats = _export_all(plan, request, work)
+        _measure_quality(checkpoint, plan.max_seq_len, formats)
         prompt = make_prompt(checkpoint.tokenizer.tokenizer_json, request.prompt_tokens)
         context = mean_decode_context(len(prompt.ids), request.new_tokens)
         kv_bytes = kv_read_bytes(checkpoint.spec, context)
