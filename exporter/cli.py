@@ -291,6 +291,46 @@ def bench(model_dir, target, formats, quant, max_seq_len, prompt_tokens, new_tok
     _bench(request, out_dir)
 
 
+@main.command()
+@click.option("--model", "model_dir", type=click.Path(path_type=Path),
+              help="Checkpoint directory (default: the built-in student).")
+@click.option("--target", "target", type=click.Choice(_target_choices()[:-1]), default="android", show_default=True,
+              help="Take the recipe from this target's file.")
+@click.option("--format", "fmt", default="executorch", show_default=True,
+              help="The format whose quantization is analysed (one with an eager estimate: executorch).")
+@click.option("--quant", "quant", metavar="RECIPE",
+              help="The recipe to analyse (default: the format's first auto candidate, its smallest).")
+@click.option("--max-seq-len", type=click.IntRange(min=8), help="KV-cache length (default: the target's).")
+@click.option("--text-tokens", type=click.IntRange(min=16),
+              help="Score at most this many positions of the held-out text (default: all of it).")
+@click.option("--json", "json_path", type=click.Path(path_type=Path), help="Also write the figures to this JSON file.")
+def sensitivity(model_dir, target, fmt, quant, max_seq_len, text_tokens, json_path):
+    """Where a quantization recipe loses the model's predictions: the recipe applied to one part at
+    a time (embedding, each decoder block, the head, each kind of linear), the rest fp32, each
+    scored on the held-out text. Prints the parts, most costly first."""
+    _sensitivity(model_dir, target, fmt, quant, max_seq_len, text_tokens, json_path)
+
+
+@guarded
+def _sensitivity(model_dir, target, fmt, quant, max_seq_len, text_tokens, json_path):
+    from .checkpoint import load_checkpoint
+    from .pipeline import cache_length
+    from .recipes import load_target
+    from .runtimes import runtime
+    from .sensitivity import layer_sensitivity, render
+
+    recipes = load_target(target)
+    if fmt not in recipes.formats:
+        raise InputError(f"target {target} does not emit {fmt} (it emits: {', '.join(recipes.formats)})")
+    recipe = recipes.formats[fmt].recipe(quant)
+    checkpoint = load_checkpoint(model_dir or _default_model())
+    result = layer_sensitivity(checkpoint, runtime(fmt), recipe, cache_length(checkpoint, max_seq_len or recipes.max_seq_len),
+                               text_tokens)
+    click.echo(render(result))
+    if json_path is not None:
+        json_path.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+
+
 @guarded
 def _make_smollm2_shape(directory):
     from .bench.checkpoints import make_smollm2_shape

@@ -413,10 +413,13 @@ def export_target(checkpoint: Checkpoint, target: TargetRecipe, request: ExportR
         if tokenizer_problems:
             raise ParityError(f"tokenizer parity failed: {tokenizer_problems[0]}; nothing shipped for {target.name}")
 
-        from .report import write_html
+        from .report import tradeoff_points, write_html
 
         _write_json(staging / "parity.json", [r.to_json() for r in result.results])
-        write_html(result.results, staging / "parity.html", f"slm-export parity: {checkpoint.name} -> {target.name}")
+        tradeoffs = {a["format"]: (tradeoff_points(a["search"]["tried"], a["quantization"]),
+                                   a["search"]["gate"].get("text_top1_min")) for a in artifacts if "search" in a}
+        write_html(result.results, staging / "parity.html", f"slm-export parity: {checkpoint.name} -> {target.name}",
+                   tradeoffs)
         if request.accept_quality_loss:
             for parity, artifact in zip(result.results, artifacts, strict=True):
                 if accepts_loss(parity):

@@ -302,3 +302,14 @@ def test_bench_end_to_end_on_a_tiny_llama(tmp_path):
     assert json.loads((Path(onnx["ours"]["artifact"]) / "genai_config.json").read_text())[
         "model"]["decoder"]["filename"] == "model.ort"
     assert (Path(onnx["peer"]["artifact"]) / "model.onnx").is_file()
+
+
+def test_html_plots_ours_beside_the_peer_where_quality_was_measured(student_result):
+    result = json.loads(json.dumps(student_result))
+    assert "<circle" not in report.tradeoff_html(result)  # no quality measured in this run: no dots
+    entry = result["formats"]["onnx"]
+    entry["ours"]["quality"] = {"text_top1": 0.884, "ppl_change": 0.008}
+    entry["peer"]["quality"] = {"text_top1": 0.886, "ppl_change": 0.007}
+    page = report.tradeoff_html(result)
+    assert page.count("<circle") == 2 and page.count('fill="#7f7f7f"') == 1
+    assert f"{entry['peer']['artifact_bytes'] / 1e6:.1f} MB, text top-1 0.886" in page

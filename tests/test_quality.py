@@ -107,6 +107,12 @@ def test_auto_ships_the_first_candidate_that_keeps_the_gate(tmp_path):
     assert [t["passed"] for t in tried] == [False, True]
     assert tried[0]["bytes"] < tried[1]["bytes"]
     assert tried[0]["text_top1"] < 0.99 <= tried[1]["text_top1"]
+    # parity.html plots both configurations: bytes against text top-1, the refused one red
+    plot = (result.bundle / "parity.html").read_text().split("bytes against quality")[1].split("</svg>")[0]
+    dots = plot.split("<circle")[1:]
+    assert len(dots) == 2
+    assert 'fill="#c0392b"><title>int4: ' in plot and 'fill="#1e8449"><title>none: ' in plot
+    assert f"{tried[1]['bytes'] / 1e6:.1f} MB, text top-1 {tried[1]['text_top1']:.3f}" in plot
 
 
 def test_auto_refusal_lists_every_candidate_and_what_passes(tmp_path):

@@ -7,6 +7,7 @@ noisy machine compares paired figures rather than absolute ones.
 
 from __future__ import annotations
 
+import html
 import json
 import math
 from pathlib import Path
@@ -155,11 +156,34 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
+def tradeoff_html(result: dict[str, Any]) -> str:
+    """Per format with quality figures, ours and the peer's artifact on the bytes/quality plot
+    parity.html draws for the configurations an export tried."""
+    from ..report import TradeoffPoint, tradeoff_svg
+
+    parts = [f"<!doctype html><meta charset='utf-8'><title>slm-export bench: {html.escape(result['checkpoint']['name'])}"
+             "</title><style>body{font-family:sans-serif;max-width:760px;margin:2em auto}</style>",
+             f"<h1>slm-export bench: {html.escape(result['checkpoint']['name'])}, target {result['target']}</h1>"]
+    for fmt, entry in result["formats"].items():
+        points = []
+        for kind, side in (("shipped", entry["ours"]), ("peer", entry.get("peer"))):
+            if side and "quality" in side:
+                label = (f"ours {entry['recipe']['name']}" if kind == "shipped"
+                         else f"{entry['peer_tool']['name']} {' '.join(entry['peer_tool']['flags'])}")
+                points.append(TradeoffPoint(label, side["artifact_bytes"], side["quality"]["text_top1"],
+                                            side["quality"]["ppl_change"], kind))
+        if points:
+            parts += [f"<h2>{html.escape(fmt)}: bytes against quality</h2>", tradeoff_svg(points, None)]
+    return "\n".join(parts) + "\n"
+
+
 def write(result: dict[str, Any], out_dir: Path, stem: str) -> tuple[Path, Path]:
-    """OUT/<stem>.md and OUT/<stem>.json (the result with its rows)."""
+    """OUT/<stem>.md, OUT/<stem>.json (the result with its rows) and OUT/<stem>.html (the
+    bytes/quality plot, ours and the peer, where quality was measured)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     md_path, json_path = out_dir / f"{stem}.md", out_dir / f"{stem}.json"
     md_path.write_text(markdown(result), encoding="utf-8")
+    (out_dir / f"{stem}.html").write_text(tradeoff_html(result), encoding="utf-8")
     json_path.write_text(json.dumps({**result, "rows": rows(result)}, indent=1, ensure_ascii=False) + "\n",
                          encoding="utf-8")
     return md_path, json_path

@@ -22,6 +22,7 @@ Constant methods carry what the runner reads (see `runner_metadata`).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -131,7 +132,7 @@ def artifact_metadata(checkpoint, max_seq_len: int) -> dict[str, Any]:
     return meta
 
 
-def quantize(module: nn.Module, recipe: QuantRecipe) -> None:
+def quantize(module: nn.Module, recipe: QuantRecipe, only: Callable[[str], bool] | None = None) -> None:
     """Applies an ExecuTorch recipe in place with torchao (before torch.export).
 
     none: fp32. 8da4w: int8 dynamic activations, int4 weights grouped by `group_size`, scales
@@ -140,7 +141,8 @@ def quantize(module: nn.Module, recipe: QuantRecipe) -> None:
     channel. There is no int8 *weight-only* recipe: torchao's IntxWeightOnlyConfig on linears
     lowers to XNNPACK with wrong outputs (max error ~2000 on one Linear) and no size gain
     (executorch 1.5.1), so 8da8w is the 8-bit choice. `embedding_bits` (4 or 8) additionally
-    quantizes the token embedding (needs the quantized kernels at run time).
+    quantizes the token embedding (needs the quantized kernels at run time). `only`: quantize just
+    the modules whose qualified name it accepts (`slm-export sensitivity`).
     """
     from torchao.quantization import (
         Int8DynamicActivationIntxWeightConfig,
@@ -157,7 +159,7 @@ def quantize(module: nn.Module, recipe: QuantRecipe) -> None:
     if bits:  # embeddings first: quantize_ on linears would otherwise see a tied weight
         quantize_(module, IntxWeightOnlyConfig(weight_dtype=torch.int4 if bits == 4 else torch.int8,
                                                granularity=PerGroup(group) if bits == 4 else PerAxis(0)),
-                  filter_fn=lambda m, _: isinstance(m, nn.Embedding))
+                  filter_fn=lambda m, fqn: isinstance(m, nn.Embedding) and (only is None or only(fqn)))
     if scheme == "8da4w":
         config = Int8DynamicActivationIntxWeightConfig(weight_dtype=torch.int4, weight_granularity=PerGroup(group),
                                                        intx_choose_qparams_algorithm="hqq_scale_only")
@@ -168,20 +170,22 @@ def quantize(module: nn.Module, recipe: QuantRecipe) -> None:
     else:
         raise ExportError(f"unknown ExecuTorch quantization scheme {scheme!r}")
     quantize_(module, config,
-              filter_fn=lambda m, _: isinstance(m, nn.Linear) and (scheme != "8da4w" or m.in_features % group == 0))
+              filter_fn=lambda m, fqn: (isinstance(m, nn.Linear) and (scheme != "8da4w" or m.in_features % group == 0)
+                                        and (only is None or only(fqn))))
 
 
-def estimate_session(decoder: Decoder, recipe: QuantRecipe, max_seq_len: int):
+def estimate_session(decoder: Decoder, recipe: QuantRecipe, max_seq_len: int,
+                     only: Callable[[str], bool] | None = None):
     """The recipe's quantization applied by torchao to an eager copy, behind the Session
     interface: the same integer arithmetic XNNPACK runs (dynamic int8 activations, the same
     quantized weights), in seconds instead of an export. `--quant auto` uses it to skip a
-    candidate that is far from its gate without exporting it."""
+    candidate that is far from its gate without exporting it. `only`: as in `quantize`."""
     import copy
 
     from ..reference import ReferenceLM
 
     quantized = copy.deepcopy(decoder).eval()
-    quantize(quantized, recipe)
+    quantize(quantized, recipe, only)
     return _EagerSession(ReferenceLM(quantized, max_seq_len))
 
 
