@@ -82,7 +82,10 @@ def bundle_into_app(bundle: Path, target: TargetRecipe, app_dir: Path | None) ->
         app_dir = demo
     elif not app_dir.is_dir():
         raise InputError(f"{app_dir}: app directory does not exist (--app-dir)")
-    if size > target.max_app_bytes:
+    if not target.app_assets:
+        raise InputError(f"target {target.name} has no [bundle] app_assets: it does not say where the bundle goes "
+                         "inside an app (add it to the target file, or pass --no-bundle)")
+    if target.max_app_bytes and size > target.max_app_bytes:
         steps = sideload_steps(target, bundle)
         log.warning("%s: bundle is %.1f MB, above the %.0f MB the %s app ships in its assets; "
                     "side-load it instead:\n  %s", bundle, size / 1e6, target.max_app_bytes / 1e6, target.name,

@@ -15,8 +15,9 @@ from pathlib import Path
 import click
 
 from .errors import ExportError, InputError
+from .runtimes import format_names
 
-FORMAT_NAMES = ("executorch", "onnx", "coreml")
+FORMAT_NAMES = format_names()
 log = logging.getLogger("exporter")
 
 
@@ -72,16 +73,19 @@ def _target_choices() -> list[str]:
 
 
 @click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--target", type=click.Choice(_target_choices()),
-              help="Export for this target (recipes in targets/*.toml); 'all' does every target.")
+@click.option("--target", metavar="NAME|FILE",
+              help=f"Export for this target: a built-in one ({', '.join(_target_choices())}; 'all' does every "
+                   "built-in target; `slm-export targets` lists them) or a target TOML file of your own.")
 @click.option("--model", "model_dir", type=click.Path(path_type=Path),
               help="Hugging Face checkpoint directory (config.json, *.safetensors, tokenizer.json). "
                    "Default: the built-in student.")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("dist"), show_default=True,
               help="Output directory; each target is written to OUT/<target>/.")
-@click.option("--quant", "quant", metavar="auto|RECIPE|none",
-              help="Quantization recipe for every format. Default: auto, each format's candidates from the "
-                   "target file, smallest first, until one keeps the model's predictions (docs/PARITY.md).")
+@click.option("--quant", "quant", metavar="auto|NAME|FORMAT=NAME,...",
+              help="Quantization: auto, a portable name (fp32, fp16, int8, int4: each format's own recipe of that "
+                   "class), a format's own recipe name, or per format (int4,coreml=int8; executorch=8da8w,onnx=int4). "
+                   "Default: auto, each format's candidates from the target file, smallest first, until one keeps "
+                   "the model's predictions (docs/PARITY.md).")
 @click.option("--formats", "formats", metavar="LIST",
               help=f"Comma-separated subset of the target's formats ({', '.join(FORMAT_NAMES)}).")
 @click.option("--max-seq-len", type=click.IntRange(min=8), help="KV-cache length (default: the target's).")
@@ -123,14 +127,28 @@ def main(ctx, target, model_dir, out_dir, quant, formats, max_seq_len, app_dir, 
 @guarded
 def _export(target, model_dir, out_dir, quant, formats, max_seq_len, app_dir, bundle, accept_quality_loss):
     from .pipeline import ExportRequest, export
-    from .recipes import target_names
+    from .recipes import load_target, target_names
 
     targets = target_names() if target == "all" else [target]
+    for name in targets:  # a bad name or file: one line, before any work
+        load_target(name)
     request = ExportRequest(model_dir=model_dir or _default_model(), out_dir=out_dir, targets=tuple(targets),
                             quant=quant, formats=formats, max_seq_len=max_seq_len, bundle=bundle, app_dir=app_dir,
                             accept_quality_loss=accept_quality_loss)
     for result in export(request):
         click.echo(result.summary())
+
+
+@main.command()
+@click.argument("files", nargs=-1, type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
+@guarded
+def targets(files, as_json):
+    """List the built-in targets (or check target FILES): formats, default and portable recipes."""
+    from .describe import describe_targets, render_targets
+
+    info = describe_targets([str(f) for f in files] or None)
+    click.echo(json.dumps(info, indent=2) if as_json else render_targets(info))
 
 
 @main.command()
@@ -151,16 +169,18 @@ def inspect(model_dir, as_json):
 @click.argument("bundle", type=click.Path(path_type=Path))
 @click.option("--model", "model_dir", type=click.Path(path_type=Path),
               help="Re-run parity against this checkpoint (default: the reference recorded in the bundle).")
+@click.option("--target", "target_file", metavar="FILE",
+              help="The target file the bundle was exported with (needed for a target that is not built in).")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as one JSON object.")
 @guarded
-def verify(bundle, model_dir, as_json):
+def verify(bundle, model_dir, target_file, as_json):
     """Re-check an exported bundle: every sha256, the manifest schema, and parity of each artifact.
 
     Exits 1 if anything fails.
     """
     from .pipeline import quality_line, verify_bundle
 
-    check = verify_bundle(bundle, model_dir)
+    check = verify_bundle(bundle, model_dir, target_file)
     if as_json:
         click.echo(json.dumps({"passed": check.passed, "problems": check.problems,
                                "artifacts": [r.to_json() | {"prompts": None} for r in check.results]}, indent=2))
@@ -243,8 +263,8 @@ def _parse_threads(value: str) -> tuple[int, ...]:
 @main.command()
 @click.option("--model", "model_dir", type=click.Path(path_type=Path),
               help="Checkpoint directory (default: the built-in student).")
-@click.option("--target", "target", type=click.Choice(_target_choices()[:-1]), default="android", show_default=True,
-              help="Benchmark this target's recipes (targets/<target>.toml), i.e. what --target ships.")
+@click.option("--target", "target", default="android", show_default=True, metavar="NAME|FILE",
+              help="Benchmark this target's recipes (a built-in target or a target file), i.e. what --target ships.")
 @click.option("--formats", "formats", metavar="LIST",
               help="Comma-separated subset of the target's formats (default: all of them).")
 @click.option("--quant", "quant", metavar="RECIPE|none",
@@ -294,8 +314,8 @@ def bench(model_dir, target, formats, quant, max_seq_len, prompt_tokens, new_tok
 @main.command()
 @click.option("--model", "model_dir", type=click.Path(path_type=Path),
               help="Checkpoint directory (default: the built-in student).")
-@click.option("--target", "target", type=click.Choice(_target_choices()[:-1]), default="android", show_default=True,
-              help="Take the recipe from this target's file.")
+@click.option("--target", "target", default="android", show_default=True, metavar="NAME|FILE",
+              help="Take the recipe from this target (a built-in one or a target file).")
 @click.option("--format", "fmt", default="executorch", show_default=True,
               help="The format whose quantization is analysed (one with an eager estimate: executorch).")
 @click.option("--quant", "quant", metavar="RECIPE",

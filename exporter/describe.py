@@ -70,3 +70,31 @@ def render(info: dict[str, Any]) -> str:
         emitted = ", ".join(f"{a['format']} ({a['quantization']})" for a in target["artifacts"]) or "nothing"
         lines.append(f"--target {name:<8} {emitted}; cache {target['max_seq_len']} tokens; bundle -> {target['bundle']}")
     return "\n".join(lines)
+
+
+def describe_targets(names: list[str] | None = None) -> dict[str, Any]:
+    """`slm-export targets`: each built-in target (or each given target file, validated) with its
+    formats, their default recipe, auto candidates, recipes and portable names."""
+    out = {}
+    for name in names or target_names():
+        target = load_target(name)
+        out[name] = {"name": target.name, "description": target.description, "max_seq_len": target.max_seq_len,
+                     "bundle": f"{target.app_project}/{target.app_assets}" if target.app_assets else None,
+                     "formats": {fmt: {"default": r.default_recipe,
+                                       "auto_candidates": list(r.auto.candidates) if r.auto else [],
+                                       "recipes": list(r.recipes), "portable": dict(r.portable)}
+                                 for fmt, r in target.formats.items()}}
+    return out
+
+
+def render_targets(info: dict[str, Any]) -> str:
+    lines = []
+    for name, target in info.items():
+        lines.append(f"{name}: {target['description']} (cache {target['max_seq_len']} tokens"
+                     + (f"; bundle into {target['bundle']})" if target["bundle"] else "; no app bundle)"))
+        for fmt, f in target["formats"].items():
+            default = f["default"] + (f" ({' -> '.join(f['auto_candidates'])})" if f["auto_candidates"] else "")
+            portable = ", ".join(f"{k}={v}" for k, v in f["portable"].items())
+            lines.append(f"  {fmt:<11} default {default}; recipes: {', '.join(f['recipes'])}"
+                         + (f"; portable: {portable}" if portable else ""))
+    return "\n".join(lines)

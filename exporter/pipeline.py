@@ -33,9 +33,9 @@ from .errors import InputError, ParityError
 from .manifest import EXTRAS_DIR, SCHEMA_VERSION, artifact_digest, file_entry, list_files
 from .manifest import write as write_manifest
 from .progress import stage
-from .recipes import QuantRecipe, TargetRecipe, load_target
+from .recipes import QuantRecipe, TargetRecipe, load_target, parse_quant
 from .reference import ReferenceLM
-from .runtimes import runtime
+from .runtimes import REGISTRY, registration, runtime
 from .verify import (
     ParityResult,
     PromptReference,
@@ -51,8 +51,7 @@ from .verify import (
 
 log = logging.getLogger(__name__)
 
-TOOLS = ("torch", "executorch", "torchao", "onnx", "onnxscript", "onnxruntime", "onnxruntime-genai",
-         "tokenizers", "safetensors")
+TOOLS = ("torch", *(tool for reg in REGISTRY.values() for tool in reg.tools), "tokenizers", "safetensors")
 
 
 @dataclass(frozen=True)
@@ -109,14 +108,24 @@ def tool_versions() -> dict[str, str]:
     return versions
 
 
-def plan_formats(target: TargetRecipe, requested: tuple[str, ...] | None) -> list[str]:
+def plan_formats(target: TargetRecipe, requested: tuple[str, ...] | None, strict: bool = True) -> list[str]:
+    """The target's formats, or the requested ones; `strict`: each requested one must be the
+    target's (else only those it has, for --target all)."""
     if requested is None:
         return list(target.formats)
     missing = [f for f in requested if f not in target.formats]
-    if missing:
+    if missing and strict:
         raise InputError(f"target {target.name!r} does not emit {', '.join(missing)} "
                          f"(its formats: {', '.join(target.formats)})")
-    return list(requested)
+    return [f for f in requested if f in target.formats]
+
+
+def plan_target(target: TargetRecipe, request: ExportRequest, strict: bool = True) -> dict[str, tuple[list, Any]]:
+    """Per format of this target's export, the recipes to try and the auto gate (None: a named
+    recipe, held to its own thresholds). Raises for an unknown name before any export work."""
+    choice = parse_quant(request.quant)
+    return {fmt: target.formats[fmt].plan(choice.for_format(fmt))
+            for fmt in plan_formats(target, request.formats, strict)}
 
 
 def _write_json(path: Path, data: Any) -> None:
@@ -168,8 +177,9 @@ def check_tokenizer_parity(tokenizer_json: Path, ids_folder: Path, bundle: Path,
     from .tokenizer_parity import check_special_ids, check_tokenizers, read_artifact_metadata
 
     with stage("tokenizer parity"):
-        onnx = next((bundle / a["path"] for a in artifacts if a["format"] == "onnx"), None)
-        problems = check_tokenizers(tokenizer_json, onnx, device_tokenizer_json=bundle / "tokenizer.json"
+        genai = next((bundle / a["path"] for a in artifacts if registration(a["format"]).device_tokenizer == "genai"),
+                     None)
+        problems = check_tokenizers(tokenizer_json, genai, device_tokenizer_json=bundle / "tokenizer.json"
                                     if (bundle / "tokenizer.json").is_file() else None)
         metadata = {a["path"]: read_artifact_metadata(bundle / a["path"]) for a in artifacts}
         return problems + check_special_ids(ids_folder, manifest, metadata)
@@ -366,9 +376,8 @@ def search_failure(fmt: str, tried: list[Candidate], checkpoint: Checkpoint, tar
 
 def export_target(checkpoint: Checkpoint, target: TargetRecipe, request: ExportRequest) -> TargetResult:
     max_seq_len = cache_length(checkpoint, request.max_seq_len or target.max_seq_len)
-    formats = plan_formats(target, request.formats)
-    plans = {fmt: target.formats[fmt].plan(request.quant) for fmt in formats}
-    modules = {fmt: runtime(fmt) for fmt in formats}
+    plans = plan_target(target, request, strict=len(request.targets) <= 1)
+    modules = {fmt: runtime(fmt) for fmt in plans}
     log.info("target %s: %s; cache %d tokens", target.name,
              ", ".join(f"{f} ({' -> '.join(r.name for r in recipes)})" for f, (recipes, _) in plans.items()),
              max_seq_len)
@@ -481,10 +490,26 @@ def check_size_policy(checkpoint: Checkpoint, target: TargetRecipe) -> None:
 def export(request: ExportRequest) -> list[TargetResult]:
     with stage(f"load {request.model_dir}"):
         checkpoint = load_checkpoint(request.model_dir)
-    targets = [load_target(name) for name in request.targets]
+    targets = select_targets([load_target(name) for name in request.targets], request)
     for target in targets:  # before any export work
         check_size_policy(checkpoint, target)
     return [export_target(checkpoint, target, request) for target in targets]
+
+
+def select_targets(targets: list[TargetRecipe], request: ExportRequest) -> list[TargetRecipe]:
+    """The targets with something to export, every plan checked first (an unknown recipe name
+    fails before any work). With several targets, --formats and per-format --quant names keep
+    each target's share and fail only for a format no selected target emits."""
+    strict = len(targets) <= 1
+    for target in targets:
+        plan_target(target, request, strict)
+    emitted = {fmt for t in targets for fmt in plan_formats(t, request.formats, strict)}
+    named = set(request.formats or ()) | set(parse_quant(request.quant).per_format)
+    if named - emitted or not emitted:
+        names = ", ".join(t.name for t in targets)
+        raise InputError(f"no selected target ({names}) emits {', '.join(sorted(named - emitted)) or 'these formats'} "
+                         f"(their formats: {', '.join(sorted({f for t in targets for f in t.formats}))})")
+    return [t for t in targets if plan_formats(t, request.formats, strict)]
 
 
 def load_references(bundle: Path, manifest: dict[str, Any]) -> References:
@@ -504,14 +529,20 @@ class BundleCheck:
         return not self.problems and all(r.passed for r in self.results)
 
 
-def verify_bundle(bundle: Path, model_dir: Path | None = None) -> BundleCheck:
+def verify_bundle(bundle: Path, model_dir: Path | None = None, target_file: str | None = None) -> BundleCheck:
     """`slm-export verify`: digests, schema, then parity of every artifact, against the checkpoint
-    when given, else against the reference recorded at export time."""
+    when given, else against the reference recorded at export time; thresholds from the bundle's
+    target (built-in), or from `target_file` (the target file it was exported with)."""
     from . import manifest as manifest_io
+    from .recipes import target_names
 
     if not bundle.is_dir():
         raise InputError(f"{bundle}: not a bundle directory")
     manifest = manifest_io.read(bundle)
+    if target_file is None and manifest["target"] not in target_names():
+        raise InputError(f"{bundle}: made for target {manifest['target']!r}, not a built-in one; pass the target "
+                         "file it was exported with: --target FILE")
+    target = load_target(target_file or manifest["target"])
     problems = manifest_io.check_files(bundle, manifest)
     max_seq_len = manifest["model"]["max_seq_len"]
     if model_dir is not None:
@@ -525,7 +556,6 @@ def verify_bundle(bundle: Path, model_dir: Path | None = None) -> BundleCheck:
         problems += check_tokenizer_parity(bundle / manifest["tokenizer"]["path"], bundle, bundle,
                                            [a for a in manifest["artifacts"] if (bundle / a["path"]).exists()],
                                            manifest)
-    target = load_target(manifest["target"])
     results = []
     for artifact in manifest["artifacts"]:
         path = bundle / artifact["path"]

@@ -120,7 +120,7 @@ def write_html(results: list[ParityResult], path: Path, title: str,
         verdict = "<span class='pass'>passed</span>" if r.passed else "<span class='fail'>FAILED</span>"
         parts.append(f"<h2>{html.escape(r.artifact)} ({r.format}, {r.quantization}): {verdict}</h2>")
         parts.append(f"<p>reference: {r.reference}</p><table><tr><th>metric</th><th>measured</th><th>threshold</th></tr>")
-        limits = {"top1": ("top1_min", ">="), "top5_overlap": ("top5_overlap_min", ">="), "kl_mean": ("kl_max", "<="),
+        limits = {"top1": ("top1_min", ">="), "top5_overlap": ("top5_overlap_min", ">="), "kl_mean": ("kl_mean_max", "<="),
                   "cosine_min": ("cosine_min", ">="), "max_abs": ("max_abs_max", "<="),
                   "greedy_prefix_min": ("greedy_prefix_min", ">=")}
         for key, value in r.metrics.items():

@@ -7,15 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import InputError
-from .runtimes import IMPLEMENTED, runtime
-
-SUFFIX_FORMATS = {".pte": "executorch", ".mlpackage": "coreml"}
-
-
-def _format_of(path: Path) -> str | None:
-    if path.is_dir() and (path / "genai_config.json").is_file():
-        return "onnx"  # an ONNX Runtime GenAI folder
-    return SUFFIX_FORMATS.get(path.suffix)
+from .runtimes import REGISTRY, format_of, runtime
 
 
 @dataclass
@@ -58,10 +50,12 @@ def open_for_run(path: Path, fmt: str | None, tokenizer_path: Path | None) -> Ru
         eos, max_seq_len = manifest["model"]["eos_token_ids"], manifest["model"]["max_seq_len"]
         module = runtime(chosen)
     else:
-        chosen = fmt or _format_of(path)
-        if chosen not in IMPLEMENTED:
-            raise InputError(f"{path}: not a bundle directory nor a known artifact "
-                             "(a .pte file, an .mlpackage or an ONNX Runtime GenAI folder)")
+        chosen = fmt or format_of(path)
+        if chosen not in REGISTRY:
+            known = "; ".join(f"{r.format}: " + " or ".join([f"a {x} file" for x in r.suffixes]
+                                                             + ([f"a folder with {r.folder_marker}"] if r.folder_marker else []))
+                              for r in REGISTRY.values())
+            raise InputError(f"{path}: not a bundle directory nor a known artifact ({known})")
         module = runtime(chosen)
         artifact = path
         candidates = [tokenizer_path] if tokenizer_path else [path / "tokenizer.json", path.parent / "tokenizer.json",

@@ -39,14 +39,14 @@ Like with like (documented where each comparison is made):
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
+
+from .native_output import native_output
 
 EXECUTORCH = "executorch (pytorch_tokenizers HFTokenizer)"
 GENAI = "onnxruntime-genai"
@@ -150,35 +150,10 @@ class TokenizerLoadError(RuntimeError):
     pass
 
 
-@contextlib.contextmanager
-def _native_output() -> Iterator[list[str]]:
-    """Captures what native code writes to fds 1 and 2 (the C++ tokenizer logs its loading to
-    stdout and its errors to stderr); the text is appended to the yielded list on exit."""
-    import ctypes
-
-    libc = ctypes.CDLL(None)
-    captured: list[str] = []
-    saved = [os.dup(1), os.dup(2)]
-    with tempfile.TemporaryFile() as sink:
-        libc.fflush(None)
-        os.dup2(sink.fileno(), 1)
-        os.dup2(sink.fileno(), 2)
-        try:
-            yield captured
-        finally:
-            libc.fflush(None)
-            os.dup2(saved[0], 1)
-            os.dup2(saved[1], 2)
-            for fd in saved:
-                os.close(fd)
-            sink.seek(0)
-            captured.append(sink.read().decode("utf-8", "replace"))
-
-
 def _executorch_tokenizer(tokenizer_json: Path):
     """Loaded from the tokenizer.json path, as the runner is given it (a folder would make the
     C++ tokenizer read tokenizer_config.json for its bos/eos; a file path makes it guess)."""
-    with _native_output() as log:  # the first import logs a line from C++ too
+    with native_output() as log:  # the first import logs a line from C++ too
         import pytorch_tokenizers
 
         tok = pytorch_tokenizers.CppHFTokenizer()
@@ -188,7 +163,7 @@ def _executorch_tokenizer(tokenizer_json: Path):
         except RuntimeError as e:
             error = e
     if error is not None:
-        errors = [line.strip() for line in log[0].splitlines() if line.startswith("E ")]
+        errors = [line.strip() for line in log.text.splitlines() if line.startswith("E ")]
         raise TokenizerLoadError(f"{error}" + (f" ({'; '.join(errors)})" if errors else ""))
     return tok
 
@@ -197,7 +172,7 @@ def executorch_ids(tokenizer_json: Path, texts: Sequence[str], bos: int = 0) -> 
     """encode(text, bos, eos=0) by the C++ tokenizer. bos > 0 applies tokenizer.json's
     post-processor (pytorch_tokenizers 1.5); the LLM runner encodes prompts with num_bos=1."""
     tok = _executorch_tokenizer(Path(tokenizer_json))
-    with _native_output():  # encode logs when a normalizer is configured
+    with native_output():  # encode logs when a normalizer is configured
         return [list(tok.encode(t, bos, 0)) for t in texts]
 
 
@@ -213,7 +188,7 @@ def _piece(tok, token_id: int) -> bytes:
 def executorch_decode(tokenizer_json: Path, ids: Sequence[Sequence[int]]) -> list[bytes]:
     """Each id decoded alone and the pieces concatenated: what the runner prints."""
     tok = _executorch_tokenizer(Path(tokenizer_json))
-    with _native_output():
+    with native_output():
         return [b"".join(_piece(tok, int(i)) for i in seq) for seq in ids]
 
 
@@ -399,37 +374,15 @@ def _id_list(value: Any) -> list[int] | None:
     return [int(v) for v in values]
 
 
-def artifact_special_ids(metadata: Mapping[str, Any]) -> tuple[int | None, list[int], str]:
-    """(bos, eos ids, kind) from one artifact's metadata, in any of the three shapes:
-    ExecuTorch (`executorch.read_metadata`: get_bos_id, get_eos_ids), Core ML
-    (`coreml.read_metadata`: slm_export.bos_token_id "" or an id, slm_export.eos_token_ids JSON),
-    ONNX (genai_config.json: model.bos_token_id, model.eos_token_id int or list)."""
-    if "slm_export.eos_token_ids" in metadata:
-        bos = str(metadata.get("slm_export.bos_token_id", "")).strip()
-        return (int(bos) if bos else None), _id_list(json.loads(metadata["slm_export.eos_token_ids"])) or [], "coreml"
-    if "get_eos_ids" in metadata or "get_bos_id" in metadata:
-        return metadata.get("get_bos_id"), _id_list(list(metadata.get("get_eos_ids", []))) or [], "executorch"
-    model = metadata.get("model")
-    if isinstance(model, Mapping) and "eos_token_id" in model:
-        return model.get("bos_token_id"), _id_list(model["eos_token_id"]) or [], "onnx"
-    raise ValueError("unrecognised artifact metadata (expected ExecuTorch, Core ML or genai_config.json keys)")
-
-
 def read_artifact_metadata(path: Path) -> dict[str, Any]:
-    """The metadata `check_special_ids` reads from an artifact on disk: a .pte, an ONNX GenAI
-    folder (its genai_config.json) or a Core ML .mlpackage/.mlmodel."""
-    path = Path(path)
-    if path.is_dir() and (path / "genai_config.json").is_file():
-        return _read_json(path / "genai_config.json")
-    if path.suffix == ".pte":
-        from .runtimes.executorch import read_metadata
+    """The metadata `check_special_ids` reads from an artifact on disk (its runtime's
+    `read_metadata`: `format`, `bos_id`, `eos_ids` among others)."""
+    from .runtimes import format_names, format_of, runtime
 
-        return read_metadata(path)
-    if path.suffix in (".mlpackage", ".mlmodel"):
-        from .runtimes.coreml import read_metadata
-
-        return read_metadata(path)
-    raise ValueError(f"{path}: not an artifact this check reads (.pte, GenAI folder, .mlpackage)")
+    fmt = format_of(Path(path))
+    if fmt is None:
+        raise ValueError(f"{path}: not an artifact of a known format ({', '.join(format_names())})")
+    return runtime(fmt).read_metadata(Path(path))
 
 
 def check_special_ids(folder: Path, manifest: Mapping[str, Any] | None = None,
@@ -439,16 +392,16 @@ def check_special_ids(folder: Path, manifest: Mapping[str, Any] | None = None,
     folder: a checkpoint folder (or any folder) with tokenizer.json and optionally
         tokenizer_config.json, generation_config.json, config.json; missing files are skipped.
     manifest: the bundle's manifest.json as a dict (model.bos_token_id, model.eos_token_ids).
-    artifact_metadata: {artifact name: metadata} as `read_artifact_metadata` (or the runtimes'
-        read_metadata / genai_config.json) gives it; see `artifact_special_ids` for the keys.
+    artifact_metadata: {artifact name: metadata} as `read_artifact_metadata` (the runtimes'
+        read_metadata) gives it: `format`, `bos_id` (None: none stated), `eos_ids`.
 
     The checkpoint's own ids are taken as the exporter takes them (generation_config.json, then
     config.json, then tokenizer_config.json's token strings looked up in tokenizer.json). Every
     other bos must equal that one. eos may be a list: the manifest's and each artifact's eos ids
     must equal it as a set, and the single eos of tokenizer_config.json or config.json must be
     among them (e.g. generation_config [eot, eom, eos] with tokenizer_config's eos_token eot is
-    fine). A GenAI config's bos is not checked when the checkpoint has none: genai_config.json
-    requires a value and the exporter writes the pad id there.
+    fine). An artifact whose format always states a bos (GenAI: genai_config.json requires a value
+    and the exporter writes the pad id there) is not checked for bos when the checkpoint has none.
     """
     folder = Path(folder)
     problems: list[str] = []
@@ -491,19 +444,20 @@ def check_special_ids(folder: Path, manifest: Mapping[str, Any] | None = None,
         if e is not None and source != eos_source and not set(e) <= set(eos):
             problems.append(f"eos: {source} says {e}, not among {eos_from}'s eos ids {eos}")
 
-    targets: list[tuple[str, int | None, list[int], str]] = []
+    from .runtimes import registration
+
+    targets: list[tuple[str, int | None, list[int], bool]] = []
     if manifest is not None:
         model = manifest.get("model", {})
-        targets.append(("manifest model", model.get("bos_token_id"), list(model.get("eos_token_ids") or []), "manifest"))
+        targets.append(("manifest model", model.get("bos_token_id"), list(model.get("eos_token_ids") or []), False))
     for name, meta in (artifact_metadata or {}).items():
-        try:
-            b, e, kind = artifact_special_ids(meta)
-        except ValueError as err:
-            problems.append(f"artifact {name}: {err}")
+        if not {"format", "bos_id", "eos_ids"} <= set(meta):
+            problems.append(f"artifact {name}: metadata without format, bos_id and eos_ids (not read by a runtime)")
             continue
-        targets.append((f"artifact {name} ({kind} metadata)", b, e, kind))
-    for where, b, e, kind in targets:
-        if not (kind == "onnx" and bos is None) and b != bos:
+        targets.append((f"artifact {name} ({meta['format']} metadata)", meta["bos_id"], list(meta["eos_ids"]),
+                        registration(meta["format"]).bos_always_stated))
+    for where, b, e, bos_always_stated in targets:
+        if not (bos_always_stated and bos is None) and b != bos:
             problems.append(f"bos: {where} says {b}, {bos_from} says {bos}")
         if set(e) != set(eos):
             problems.append(f"eos: {where} says {e}, {eos_from} says {eos}")

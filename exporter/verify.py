@@ -333,8 +333,8 @@ def check_thresholds(metrics: dict[str, float], thresholds: Thresholds, prompts:
         failures.append(f"top1 {metrics['top1']:.4f} < {thresholds.top1_min} ({worst('top1', min)})")
     if metrics["top5_overlap"] < thresholds.top5_overlap_min:
         failures.append(f"top5_overlap {metrics['top5_overlap']:.4f} < {thresholds.top5_overlap_min}")
-    if not metrics["kl_mean"] <= thresholds.kl_max:  # also catches NaN
-        failures.append(f"kl_mean {metrics['kl_mean']:.3g} > {thresholds.kl_max} ({worst('kl')})")
+    if not metrics["kl_mean"] <= thresholds.kl_mean_max:  # also catches NaN
+        failures.append(f"kl_mean {metrics['kl_mean']:.3g} > {thresholds.kl_mean_max} ({worst('kl')})")
     if not metrics["cosine_min"] >= thresholds.cosine_min:
         failures.append(f"cosine_min {metrics['cosine_min']:.6f} < {thresholds.cosine_min} ({worst('cosine', min)})")
     if thresholds.max_abs_max is not None and not metrics["max_abs"] <= thresholds.max_abs_max:

@@ -12,22 +12,8 @@ from helpers import save_random_checkpoint  # noqa: E402
 
 from exporter.models import MODELS  # noqa: E402
 
-# Tiny configs per family, beyond each family's own tiny_config: other GQA ratios, rope scaling,
-# tied and untied heads. A family with no case here fails test_every_family_has_a_case.
-FAMILY_CASES: dict[str, list[tuple[str, dict]]] = {
-    "llama": [
-        ("llama3-rope-tied-gqa2", MODELS["llama"].tiny_config),
-        ("mha-untied-linear-rope", {**MODELS["llama"].tiny_config, "num_key_value_heads": 4,
-                                    "tie_word_embeddings": False,
-                                    "rope_scaling": {"rope_type": "linear", "factor": 2.0}}),
-    ],
-    "qwen2": [
-        ("gqa4-untied", MODELS["qwen2"].tiny_config),
-        ("tied-gqa2", {**MODELS["qwen2"].tiny_config, "tie_word_embeddings": True, "num_key_value_heads": 2}),
-    ],
-    "mistral": [("head-dim-32-window-24", MODELS["mistral"].tiny_config)],
-    "gpt2": [("tied", MODELS["gpt2"].tiny_config)],
-}
+# Each family's own parity cases (Family.test_variants): adding a family adds its cases here.
+FAMILY_CASES: dict[str, list[tuple[str, dict]]] = {name: family.test_cases() for name, family in MODELS.items()}
 
 _CHECKOUT_BEFORE = pytest.StashKey[dict | None]()
 

@@ -133,7 +133,7 @@ def test_missing_model_directory(earlier, tmp_path):
 
 
 @pytest.mark.parametrize("args,problem", [
-    (["--target", "tablet"], "Invalid value for '--target'"),
+    (["--target", "tablet"], "unknown target 'tablet' (choose from: android, ios; or a path to a target TOML file)"),
     (["--target", "android", "--formats", "tflite"], "unknown format tflite"),
     (["--target", "ios", "--formats", "onnx"], "target 'ios' does not emit onnx"),
     (["--target", "android", "--quant", "int3"], "quantization recipe 'int3' is not defined"),

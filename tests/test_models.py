@@ -14,7 +14,8 @@ TOLERANCE = 1e-4
 
 
 def test_every_family_has_a_case():
-    assert set(FAMILY_CASES) == set(MODELS), "each registered family needs a tiny parity case in conftest.py"
+    assert set(FAMILY_CASES) == set(MODELS)
+    assert all(cases and cases[0][1] == MODELS[name].tiny_config for name, cases in FAMILY_CASES.items())
 
 
 def _hf_model(path):

@@ -95,7 +95,7 @@ def test_auto_ships_the_first_candidate_that_keeps_the_gate(tmp_path):
     """int4 keeps ~0.88 of the student's top-1 choices: under a 0.99 gate the search moves on to
     fp32, records both and ships fp32."""
     checkpoint = load_checkpoint(STUDENT_DIR)
-    target = _onnx_only(Thresholds(text_top1_min=0.99, top1_min=0, top5_overlap_min=0, kl_max=10, cosine_min=-1,
+    target = _onnx_only(Thresholds(text_top1_min=0.99, top1_min=0, top5_overlap_min=0, kl_mean_max=10, cosine_min=-1,
                                    greedy_prefix_min=0), ("int4", "none"))
     result = export_target(checkpoint, target, ExportRequest(STUDENT_DIR, tmp_path, ("android",),
                                                              max_seq_len=MAX_SEQ_LEN, bundle=False))
@@ -118,7 +118,7 @@ def test_auto_ships_the_first_candidate_that_keeps_the_gate(tmp_path):
 def test_auto_refusal_lists_every_candidate_and_what_passes(tmp_path):
     checkpoint = load_checkpoint(STUDENT_DIR)
     target = _onnx_only(Thresholds(text_top1_min=0.999, ppl_change_max=0.0001, top1_min=0, top5_overlap_min=0,
-                                   kl_max=10, cosine_min=-1, greedy_prefix_min=0), ("int4", "int8w"))
+                                   kl_mean_max=10, cosine_min=-1, greedy_prefix_min=0), ("int4", "int8w"))
     (tmp_path / "android").mkdir()
     (tmp_path / "android" / "earlier-good-output").write_text("kept")
     with pytest.raises(ParityError) as refused:
@@ -154,7 +154,7 @@ def test_accept_quality_loss_ships_the_last_candidate_with_its_loss_and_verify_r
     from exporter.pipeline import verify_bundle
 
     checkpoint = load_checkpoint(STUDENT_DIR)
-    target = _onnx_only(Thresholds(text_top1_min=0.999, top1_min=0, top5_overlap_min=0, kl_max=10, cosine_min=-1,
+    target = _onnx_only(Thresholds(text_top1_min=0.999, top1_min=0, top5_overlap_min=0, kl_mean_max=10, cosine_min=-1,
                                    greedy_prefix_min=0), ("int4", "int8w"))
     result = export_target(checkpoint, target, ExportRequest(STUDENT_DIR, tmp_path, ("android",),
                                                              max_seq_len=MAX_SEQ_LEN, bundle=False,
@@ -173,9 +173,12 @@ def test_measured_figures_are_written_into_the_target_file_without_touching_the_
     import tomllib
     from pathlib import Path
 
-    from exporter.bench.measure_targets import measured_table, replace_measured
+    from exporter.bench.measure_targets import defining_file, measured_table, replace_measured
 
-    path = Path(__file__).resolve().parents[1] / "targets" / "android.toml"
+    targets = Path(__file__).resolve().parents[1] / "targets"
+    path = defining_file(targets, "android", "executorch", recipe)
+    assert path == targets / "formats" / "executorch.toml"  # shared by android and ios: written once
+    assert defining_file(targets, "android", "onnx", "int4") == targets / "android.toml"
     before = tomllib.loads(path.read_text())
     table = measured_table({"top1": 0.91406, "kl_mean": 0.0073312, "text_top1": 0.9009, "ppl_change": 0.00404},
                            "2026-12-01")

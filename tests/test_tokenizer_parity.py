@@ -144,6 +144,7 @@ def _student_manifest() -> dict:
 
 
 def _student_artifact_metadata() -> dict[str, dict]:
+    """What each runtime writes into its artifact for the student (its own keys)."""
     from exporter.runtimes import coreml, executorch, onnx_genai
 
     checkpoint = load_checkpoint(STUDENT_DIR)
@@ -152,8 +153,21 @@ def _student_artifact_metadata() -> dict[str, dict]:
             "model.mlpackage": coreml.artifact_metadata(checkpoint, 128)}
 
 
+def _as_read(written: dict[str, dict]) -> dict[str, dict]:
+    """The metadata as each runtime's read_metadata reports it: its own keys read by its own
+    special_ids (no file round trip; the exported-artifact tests do that)."""
+    from exporter.runtimes import runtime
+
+    formats = {"model.pte": "executorch", "onnx": "onnx", "model.mlpackage": "coreml"}
+    out = {}
+    for name, meta in written.items():
+        bos, eos = runtime(formats[name]).special_ids(meta)
+        out[name] = {**meta, "format": formats[name], "bos_id": bos, "eos_ids": eos}
+    return out
+
+
 def test_special_ids_agree_for_student():
-    assert check_special_ids(STUDENT_DIR, _student_manifest(), _student_artifact_metadata()) == []
+    assert check_special_ids(STUDENT_DIR, _student_manifest(), _as_read(_student_artifact_metadata())) == []
 
 
 def test_special_ids_for_test_checkpoint_and_its_onnx_artifact(test_checkpoint, exported_onnx, tmp_path):
@@ -179,7 +193,7 @@ def test_planted_special_id_mismatches_are_caught(tmp_path):
     meta = _student_artifact_metadata()
     meta["model.pte"]["get_bos_id"] = 0
     meta["model.mlpackage"]["slm_export.eos_token_ids"] = "[0, 1]"
-    problems = check_special_ids(STUDENT_DIR, _student_manifest(), meta)
+    problems = check_special_ids(STUDENT_DIR, _student_manifest(), _as_read(meta))
     assert any(p.startswith("bos: artifact model.pte (executorch metadata) says 0") for p in problems), problems
     assert any(p.startswith("eos: artifact model.mlpackage (coreml metadata) says [0, 1]") for p in problems), problems
     assert len(problems) == 2
@@ -200,7 +214,7 @@ def test_eos_list_with_member_single_eos_is_agreement(tmp_path):
     shutil.copytree(STUDENT_DIR, folder, ignore=shutil.ignore_patterns("*.safetensors"))
     (folder / "generation_config.json").write_text(json.dumps({"bos_token_id": 1, "eos_token_id": [0, 1]}))
     manifest = {"model": {"bos_token_id": 1, "eos_token_ids": [1, 0]}}
-    assert check_special_ids(folder, manifest, {"onnx": {"model": {"bos_token_id": 1, "eos_token_id": [0, 1]}}}) == []
+    assert check_special_ids(folder, manifest, {"onnx": {"format": "onnx", "bos_id": 1, "eos_ids": [0, 1]}}) == []
     assert check_special_ids(folder, {"model": {"bos_token_id": 1, "eos_token_ids": [0]}}) == [
         "eos: manifest model says [0], generation_config.json says [0, 1]"]
 

@@ -1,5 +1,6 @@
 """Writes the `measured` figures of the target files: each recipe exported from the built-in
-student and verified, its parity summary put into `targets/<target>.toml` in place of the
+student and verified, its parity summary put into the file that defines it (`targets/<target>.toml`, or a format
+table it includes, `targets/formats/*.toml`) in place of the
 recipe's old `measured = {...}` (the thresholds beside it stay as they are: they are decisions,
 the figures are evidence).
 
@@ -52,6 +53,16 @@ def replace_measured(text: str, fmt: str, recipe: str, table: str) -> str:
     return text[:line_start] + line + text[line_end:]
 
 
+def defining_file(targets_dir: Path, target: str, fmt: str, recipe: str) -> Path:
+    """The file holding [formats.fmt.recipes.recipe] for this target: its own, or a format file
+    it includes."""
+    header = f"[formats.{fmt}.recipes.{recipe}]"
+    for path in [targets_dir / f"{target}.toml", *sorted((targets_dir / "formats").glob("*.toml"))]:
+        if header in path.read_text():
+            return path
+    raise SystemExit(f"no file under {targets_dir} defines {header}")
+
+
 def measure(target: str, fmt: str, recipe: str, work: Path) -> dict:
     out = work / f"{target}-{fmt}-{recipe}"
     command = [sys.executable, "-m", "exporter", "--target", target, "--formats", fmt, "--quant", recipe,
@@ -72,13 +83,17 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     wanted = set(args.recipes.split(",")) if args.recipes else None
     date = datetime.date.today().isoformat()
+    done: set[tuple[Path, str, str]] = set()  # a shared format file (formats/*.toml) is measured once
     with tempfile.TemporaryDirectory(prefix="slm-measure-") as tmp:
         for target in args.target or target_names():
-            path = args.targets_dir / f"{target}.toml"
             for fmt, formats in load_target(target).formats.items():
                 for recipe in formats.recipes:
                     if wanted and recipe not in wanted:
                         continue
+                    path = defining_file(args.targets_dir, target, fmt, recipe)
+                    if (path, fmt, recipe) in done:
+                        continue
+                    done.add((path, fmt, recipe))
                     summary = measure(target, fmt, recipe, Path(tmp))
                     path.write_text(replace_measured(path.read_text(), fmt, recipe, measured_table(summary, date)))
                     print(f"{target} {fmt} {recipe}: {'passed' if summary['passed'] else 'FAILED'}, "

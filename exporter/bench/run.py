@@ -59,7 +59,7 @@ class _Plan:
 def _plan(request: BenchRequest) -> _Plan:
     from ..checkpoint import load_checkpoint
     from ..pipeline import cache_length, plan_formats
-    from ..recipes import load_target
+    from ..recipes import load_target, parse_quant
     from .checkpoints import check_meta_convertible
     from .exports import peer_default_tool, peer_tool
 
@@ -71,7 +71,8 @@ def _plan(request: BenchRequest) -> _Plan:
         raise InputError("--reuse-peer needs --work DIR (where the earlier peer exports are)")
     target = load_target(request.target)
     formats = plan_formats(target, request.formats)
-    recipes = {fmt: target.formats[fmt].recipe(request.quant) for fmt in formats}
+    choice = parse_quant(request.quant)
+    recipes = {fmt: target.formats[fmt].recipe(choice.for_format(fmt)) for fmt in formats}
     peers = {fmt: peer_default_tool(fmt) if request.peer_default else peer_tool(fmt, recipe)
              for fmt, recipe in recipes.items()}
     checkpoint = load_checkpoint(request.model_dir)

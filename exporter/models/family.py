@@ -58,6 +58,12 @@ class Family:
     unused: tuple[str, ...]  # regexes of checkpoint tensors that are deliberately not used
     tiny_config: dict[str, Any]  # a small HF config.json, for tests and docs
     description: str = ""
+    # The tests' parity cases, named: (name, config overrides on tiny_config) for each variant the
+    # family must cover (GQA ratios, rope scaling, tied heads, windows). The first is tiny_config.
+    test_variants: tuple[tuple[str, dict[str, Any]], ...] = (("tiny", {}),)
+
+    def test_cases(self) -> list[tuple[str, dict[str, Any]]]:
+        return [(name, {**self.tiny_config, **overrides}) for name, overrides in self.test_variants]
 
     def rules_for(self, num_layers: int) -> list[WeightRule]:
         return [r for rule in self.rules for r in rule.expand(num_layers)]

@@ -98,4 +98,5 @@ FAMILY = Family(
     tiny_config={"model_type": "gpt2", "vocab_size": 256, "n_embd": 64, "n_layer": 2, "n_head": 4,
                  "n_positions": 256, "bos_token_id": 1, "eos_token_id": 2},
     description="GPT-2: LayerNorm, learned positions, GELU MLP, fused Conv1D q/k/v",
+    test_variants=(("tied", {}),),
 )

@@ -127,4 +127,7 @@ FAMILY = Family(
     model_type="llama", config_class=LlamaConfig, rules=LLAMA_WEIGHTS, unused=LLAMA_UNUSED,
     tiny_config=tiny_llama_config(),
     description="Llama 2/3, SmolLM, TinyLlama: RMSNorm, SwiGLU, RoPE (default/linear/llama3), GQA",
+    test_variants=(("llama3-rope-tied-gqa2", {}),
+                   ("mha-untied-linear-rope", {"num_key_value_heads": 4, "tie_word_embeddings": False,
+                                               "rope_scaling": {"rope_type": "linear", "factor": 2.0}})),
 )

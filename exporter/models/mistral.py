@@ -19,4 +19,5 @@ FAMILY = Family(
     tiny_config=tiny_llama_config(model_type="mistral", tie_word_embeddings=False, rope_scaling=None,
                                   head_dim=32, sliding_window=24),
     description="Mistral: Llama layout, explicit head_dim, sliding-window attention",
+    test_variants=(("head-dim-32-window-24", {}),),
 )

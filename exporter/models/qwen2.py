@@ -30,4 +30,5 @@ FAMILY = Family(
     tiny_config=tiny_llama_config(model_type="qwen2", tie_word_embeddings=False, rope_scaling=None,
                                   num_key_value_heads=1, rope_theta=1000000.0),
     description="Qwen2 / Qwen2.5: Llama layout with q/k/v biases",
+    test_variants=(("gqa4-untied", {}), ("tied-gqa2", {"tie_word_embeddings": True, "num_key_value_heads": 2})),
 )

@@ -1,29 +1,107 @@
-"""One module per runtime, each with the same small interface:
+"""The runtimes: the only place that knows per-format facts.
 
-    FORMAT, TOKENIZER_IN_ARTIFACT (whether the tokenizer files go inside the artifact folder)
-    EXTRA_FILES {name: purpose}: files emit writes into the artifact that no phone loads (moved
-        to OUT/<target>/extras/<format>/, never bundled into an app)
-    emit(decoder, recipe, max_seq_len, metadata, out_dir) -> Path     # quantize + export + write
-    open_session(path) -> Session                                     # reset(); forward(ids) -> logits [V]
-    generate(path, tokenizer_path, prompt_ids, max_new_tokens, on_token) -> list[int]   # the app's path
-    artifact_metadata(checkpoint, max_seq_len) -> dict                # what the runtime reads from the file
-
-Modules are imported lazily: each pulls in a heavy runtime.
+Each format is registered below with what the rest of the package may ask without importing the
+runtime (its name, its artifacts' suffixes, the quantization schemes its emit accepts); `runtime(fmt)`
+imports the module itself, lazily, since each pulls in a heavy toolchain. Every module implements
+`Runtime`. Code outside this package never compares a format name: it asks the registry.
 """
 
 from __future__ import annotations
 
 import importlib
-from types import ModuleType
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
 
-# Formats that have a runtime module. A format named in a target file but missing here is an error.
-IMPLEMENTED = {"executorch": "exporter.runtimes.executorch", "onnx": "exporter.runtimes.onnx_genai",
-               "coreml": "exporter.runtimes.coreml"}
+if TYPE_CHECKING:
+    import torch
 
 
-def runtime(fmt: str) -> ModuleType:
+class Session(Protocol):
+    """An opened artifact, stepped as a phone steps it."""
+
+    def reset(self) -> None: ...
+
+    def forward(self, ids: list[int]) -> torch.Tensor: ...  # logits [vocab] after the last id
+
+
+class Runtime(Protocol):
+    """The module contract of `exporter/runtimes/<module>.py`."""
+
+    FORMAT: str
+    TOKENIZER_IN_ARTIFACT: bool  # the tokenizer files go inside the artifact folder (the app reads them there)
+    EXTRA_FILES: dict[str, str]  # files emit writes that no phone loads -> why they are kept (OUT/<target>/extras/)
+
+    def artifact_metadata(self, checkpoint, max_seq_len: int) -> dict[str, Any]: ...  # what the app reads from the file
+
+    def emit(self, decoder, recipe, max_seq_len: int, metadata: dict[str, Any], out_dir: Path) -> Path: ...
+
+    def open_session(self, path: Path) -> Session: ...
+
+    # The artifact's own metadata, with at least `format`, `max_seq_len`, `eos_ids` and `bos_id`
+    # (None: the artifact names none), the keys tokenizer parity and `run` read.
+    def read_metadata(self, path: Path) -> dict[str, Any]: ...
+
+    def special_ids(self, metadata: dict[str, Any]) -> tuple[int | None, list[int]]: ...  # (bos, eos) from it
+
+    # Optional: estimate_session(decoder, recipe, max_seq_len, only=None) -> Session, the recipe's
+    # quantization on an eager copy (lets --quant auto skip a hopeless candidate, and `sensitivity`).
+
+
+@dataclass(frozen=True)
+class Registration:
+    """What the package may ask about a format without importing its runtime."""
+
+    format: str
+    module: str
+    suffixes: tuple[str, ...]  # an artifact (file or folder) of this format ends so
+    folder_marker: str | None  # ... or is a folder holding this file
+    schemes: tuple[str, ...]  # the quantization schemes emit accepts (a recipe's `scheme`, default its name)
+    # The artifact always states a bos id, a placeholder when the model has none (genai_config.json
+    # requires one; the exporter writes the pad id there): tokenizer parity skips it then.
+    bos_always_stated: bool = False
+    # Which device tokenizer the phone runs for this format, checked against `tokenizers` by
+    # tokenizer_parity (None: the app's own tokenizer, not checked here).
+    device_tokenizer: str | None = None
+    tools: tuple[str, ...] = ()  # the packages that make or run its artifacts (versions go into the manifest)
+
+
+REGISTRY: dict[str, Registration] = {r.format: r for r in (
+    Registration("executorch", "exporter.runtimes.executorch", (".pte",), None,
+                 ("none", "8da4w", "8da8w"), device_tokenizer="executorch",
+                 tools=("executorch", "torchao")),
+    Registration("onnx", "exporter.runtimes.onnx_genai", (), "genai_config.json",
+                 ("none", "int4", "int8w", "int8"), bos_always_stated=True, device_tokenizer="genai",
+                 tools=("onnx", "onnxscript", "onnxruntime", "onnxruntime-genai")),
+    Registration("coreml", "exporter.runtimes.coreml", (".mlpackage", ".mlmodel"), None,
+                 ("none", "fp32", "int4", "int8", "palettize4", "palettize6"), tools=("coremltools",)),
+)}
+
+def format_names() -> tuple[str, ...]:
+    return tuple(REGISTRY)
+
+
+def registration(fmt: str) -> Registration:
     from ..errors import InputError
 
-    if fmt not in IMPLEMENTED:
-        raise InputError(f"format {fmt!r} has no runtime module yet (implemented: {', '.join(IMPLEMENTED)})")
-    return importlib.import_module(IMPLEMENTED[fmt])
+    if fmt not in REGISTRY:
+        raise InputError(f"unknown format {fmt!r} (known: {', '.join(REGISTRY)})")
+    return REGISTRY[fmt]
+
+
+def runtime(fmt: str) -> Runtime:
+    return importlib.import_module(registration(fmt).module)
+
+
+def format_of(path: Path) -> str | None:
+    """The format of an artifact on disk, by its suffix or marker file (None: not an artifact)."""
+    path = Path(path)
+    for reg in REGISTRY.values():
+        if path.suffix in reg.suffixes or (reg.folder_marker and path.is_dir() and (path / reg.folder_marker).is_file()):
+            return reg.format
+    return None
+
+
+def formats_where(test: Callable[[Registration], bool]) -> list[str]:
+    return [fmt for fmt, reg in REGISTRY.items() if test(reg)]

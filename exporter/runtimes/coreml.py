@@ -276,5 +276,12 @@ def read_metadata(path: Path) -> dict[str, Any]:
     meta = dict(spec.description.metadata.userDefined)
     if "slm_export.context_length" not in meta:
         raise ExportError(f"{path}: not an slm-export Core ML model (no slm_export.context_length metadata)")
-    return {**meta, "max_seq_len": int(meta["slm_export.context_length"]),
-            "eos_ids": json.loads(meta.get("slm_export.eos_token_ids", "[]"))}
+    bos, eos = special_ids(meta)
+    return {**meta, "format": FORMAT, "max_seq_len": int(meta["slm_export.context_length"]), "eos_ids": eos,
+            "bos_id": bos}
+
+
+def special_ids(metadata: dict[str, Any]) -> tuple[int | None, list[int]]:
+    """(bos, eos ids) from the model's user-defined metadata (bos "" when the model has none)."""
+    bos = str(metadata.get("slm_export.bos_token_id", "")).strip()
+    return (int(bos) if bos else None), [int(v) for v in json.loads(metadata.get("slm_export.eos_token_ids", "[]"))]

@@ -268,8 +268,8 @@ def open_session(path: Path) -> Session:
 
 
 def read_metadata(path: Path) -> dict[str, Any]:
-    """The constant methods stored in a .pte, as the runner reads them, plus the two keys every
-    runtime module reports: `max_seq_len` and `eos_ids`."""
+    """The constant methods stored in a .pte, as the runner reads them, plus the keys every
+    runtime module reports: `format`, `max_seq_len`, `eos_ids` and `bos_id`."""
     from executorch.runtime import Runtime
 
     program = Runtime.get().load_program(str(path))
@@ -280,8 +280,15 @@ def read_metadata(path: Path) -> dict[str, Any]:
     if "get_max_seq_len" not in meta:
         raise ExportError(f"{path}: no get_max_seq_len method; the LLM runner cannot load it")
     meta["max_seq_len"] = int(meta["get_max_seq_len"])
-    meta["eos_ids"] = [int(v) for v in meta.get("get_eos_ids", [])]
+    meta["bos_id"], meta["eos_ids"] = special_ids(meta)
+    meta["format"] = FORMAT
     return meta
+
+
+def special_ids(metadata: dict[str, Any]) -> tuple[int | None, list[int]]:
+    """(bos, eos ids) as the runner reads them from the constant methods."""
+    bos = metadata.get("get_bos_id")
+    return (int(bos) if bos is not None else None), [int(v) for v in metadata.get("get_eos_ids", [])]
 
 
 def operators(path: Path) -> set[str]:
@@ -304,28 +311,18 @@ def runner_generate(path: Path, tokenizer_path: Path, prompt: str, max_new_token
     character. `exporter.generate` is the byte-safe streaming path for users.
     """
     import json
-    import os
-    import sys
-    import tempfile
 
     from executorch.extension.llm.runner import GenerationConfig, TextLLMRunner
+
+    from ..native_output import native_output
 
     load_kernels()
     runner = TextLLMRunner(str(path), str(tokenizer_path))
     stats: list[str] = []
     config = GenerationConfig(echo=False, max_new_tokens=max_new_tokens, temperature=0.0, num_bos=1)
-    sys.stdout.flush()
-    saved = os.dup(1)
-    with tempfile.TemporaryFile() as captured:
-        os.dup2(captured.fileno(), 1)
-        try:
-            runner.generate(prompt, config, None, lambda s: stats.append(s.to_json_string()))
-        finally:
-            sys.stdout.flush()
-            os.dup2(saved, 1)
-            os.close(saved)
-        captured.seek(0)
-        printed = captured.read()
+    with native_output((1,)) as captured:
+        runner.generate(prompt, config, None, lambda s: stats.append(s.to_json_string()))
+    printed = captured.data
     # The runner ends with its own observer line: "\nPyTorchObserver {...}".
     text = printed.split(b"PyTorchObserver")[0].removesuffix(b"\n")
     return text, json.loads(stats[-1]) if stats else {}

@@ -310,6 +310,12 @@ def open_session(path: Path) -> Session:
 
 def read_metadata(path: Path) -> dict[str, Any]:
     config = json.loads((path / CONFIG_FILE).read_text(encoding="utf-8"))
-    eos = config["model"]["eos_token_id"]
-    return {**config, "max_seq_len": int(config["model"]["context_length"]),
-            "eos_ids": eos if isinstance(eos, list) else [eos]}
+    bos, eos = special_ids(config)
+    return {**config, "format": FORMAT, "max_seq_len": int(config["model"]["context_length"]), "eos_ids": eos,
+            "bos_id": bos}
+
+
+def special_ids(config: dict[str, Any]) -> tuple[int | None, list[int]]:
+    """(bos, eos ids) from genai_config.json (eos an id or a list)."""
+    bos, eos = config["model"].get("bos_token_id"), config["model"]["eos_token_id"]
+    return (int(bos) if bos is not None else None), [int(v) for v in (eos if isinstance(eos, list) else [eos])]
