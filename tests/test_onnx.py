@@ -164,7 +164,7 @@ def test_ort_format_gives_the_same_logits_as_onnx(recipe, operator, family_check
     import onnxruntime as ort
 
     checkpoint = load_checkpoint(family_checkpoint("llama", "llama3-rope-tied-gqa2"))
-    params = {"int4": {"block_size": 32, "accuracy_level": 4}, "int8w": {"block_size": 32, "accuracy_level": 0}}
+    params = {"int4": {"block_size": 32, "accuracy_level": 4}, "int8w": {"block_size": 32, "accuracy_level": 4}}
     folder = _export(checkpoint, tmp_path / "onnx", recipe, params.get(recipe, {}))
     if recipe == "int8w":  # 8-bit weights, and the tied embedding gathered from the 8-bit head
         nodes = {n.op_type: n for n in _graph(folder).node}

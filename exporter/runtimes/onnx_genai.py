@@ -190,8 +190,8 @@ def _export(decoder: Decoder):
 def quantize(model, recipe: QuantRecipe, tied: bool, work_dir: Path):
     """none: fp32. int4: MatMulNBits, symmetric, `block_size` (default 32), `accuracy_level`
     (default 4: int8 activations inside the kernel), the tied embedding read from the int4 head.
-    int8w: the same with 8-bit weights (MatMulNBits bits=8); with accuracy_level 0 the
-    activations stay fp32 (weight-only). int8: onnxruntime's dynamic quantization (int8
+    int8w: the same with 8-bit weights (MatMulNBits bits=8); accuracy_level 0 keeps the
+    activations fp32 (weight-only) but runs on onnxruntime's slow 8-bit path; the target uses 4. int8: onnxruntime's dynamic quantization (int8
     per-channel weights, int8 activations)."""
     from . import onnx_graph
 
