@@ -313,3 +313,15 @@ def test_html_plots_ours_beside_the_peer_where_quality_was_measured(student_resu
     page = report.tradeoff_html(result)
     assert page.count("<circle") == 2 and page.count('fill="#7f7f7f"') == 1
     assert f"{entry['peer']['artifact_bytes'] / 1e6:.1f} MB, text top-1 0.886" in page
+
+
+def test_the_kept_real_model_result_has_quality_rows_and_its_plot():
+    """SmolLM2-135M-Instruct, ours (int8w) vs the model builder's own int4 default
+    (benchmarks/results/bench_smollm2-135m-instruct_android_onnx.json, benchmarks/RESULTS.md)."""
+    kept = json.loads((STUDENT_RESULT.parent / "bench_smollm2-135m-instruct_android_onnx.json").read_text())
+    assert report.rows(kept) == json.loads(json.dumps(kept["rows"]))
+    top1 = next(r for r in kept["rows"] if r["metric"] == "held-out text: top-1 agreement with fp32")
+    assert top1["ours"] == kept["formats"]["onnx"]["ours"]["quality"]["text_top1"]
+    assert kept["formats"]["onnx"]["peer_tool"]["flags"][:2] == ["-p", "int4"]
+    page = report.tradeoff_html(kept)
+    assert page.count("<circle") == 2 and "onnxruntime-genai model builder -p int4" in page
