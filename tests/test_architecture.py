@@ -77,3 +77,13 @@ def test_every_registered_runtime_implements_the_contract():
         for name in ("artifact_metadata", "emit", "open_session", "read_metadata", "special_ids"):
             assert callable(getattr(module, name, None)), f"{reg.module} lacks {name}"
         assert isinstance(module.TOKENIZER_IN_ARTIFACT, bool) and isinstance(module.EXTRA_FILES, dict)
+
+
+def test_every_package_is_in_the_wheel():
+    """pyproject lists the packages explicitly: a new subpackage missing there works from a checkout
+    and fails for every `pip install .` user (it happened with coreml_interp/ops)."""
+    import tomllib
+
+    listed = set(tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {".".join(p.parent.relative_to(PACKAGE.parent).parts) for p in PACKAGE.rglob("__init__.py")}
+    assert found - {"exporter.targets"} <= listed, sorted(found - listed)
