@@ -315,13 +315,15 @@ def test_html_plots_ours_beside_the_peer_where_quality_was_measured(student_resu
     assert f"{entry['peer']['artifact_bytes'] / 1e6:.1f} MB, text top-1 0.886" in page
 
 
-def test_the_kept_real_model_result_has_quality_rows_and_its_plot():
-    """SmolLM2-135M-Instruct, ours (int8w) vs the model builder's own int4 default
-    (benchmarks/results/bench_smollm2-135m-instruct_android_onnx.json, benchmarks/RESULTS.md)."""
-    kept = json.loads((STUDENT_RESULT.parent / "bench_smollm2-135m-instruct_android_onnx.json").read_text())
+@pytest.mark.parametrize(("fmt", "peer_flags", "peer"), [("onnx", ["-p", "int4"], "onnxruntime-genai model builder"),
+                                                         ("executorch", ["-qmode", "8da4w"], "export_llama")])
+def test_the_kept_real_model_result_has_quality_rows_and_its_plot(fmt, peer_flags, peer):
+    """SmolLM2-135M-Instruct, ours (what --quant auto ships) vs each peer's own 4-bit default
+    (benchmarks/results/bench_smollm2-135m-instruct_android_<format>.json, benchmarks/RESULTS.md)."""
+    kept = json.loads((STUDENT_RESULT.parent / f"bench_smollm2-135m-instruct_android_{fmt}.json").read_text())
     assert report.rows(kept) == json.loads(json.dumps(kept["rows"]))
     top1 = next(r for r in kept["rows"] if r["metric"] == "held-out text: top-1 agreement with fp32")
-    assert top1["ours"] == kept["formats"]["onnx"]["ours"]["quality"]["text_top1"]
-    assert kept["formats"]["onnx"]["peer_tool"]["flags"][:2] == ["-p", "int4"]
+    assert top1["ours"] == kept["formats"][fmt]["ours"]["quality"]["text_top1"]
+    assert kept["formats"][fmt]["peer_tool"]["flags"][:2] == peer_flags
     page = report.tradeoff_html(kept)
-    assert page.count("<circle") == 2 and "onnxruntime-genai model builder -p int4" in page
+    assert page.count("<circle") == 2 and f"{peer} {' '.join(peer_flags)}" in page
