@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from .chat import TEMPLATE_FILES, ChatSpec, load_chat_spec
 from .errors import InputError
 from .models import MODELS, ConfigError, Decoder, DecoderSpec, Family, HFConfig
 
@@ -35,7 +36,6 @@ class TokenizerFiles:
     tokenizer_json: Path
     tokenizer_config: Path | None
     vocab_size: int
-    chat_template: str | None
 
 
 @dataclass
@@ -49,8 +49,9 @@ class Checkpoint:
     tensor_index: dict[str, Path]  # checkpoint tensor name -> file holding it
     tokenizer: TokenizerFiles
     bos_token_id: int | None
-    eos_token_ids: list[int]
+    eos_token_ids: list[int]  # every stop id: generation_config's, the tokenizer's eos, the end-of-turn token
     generation_config: dict[str, Any] = field(default_factory=dict)
+    chat: ChatSpec | None = None  # None: no chat template (a base model)
 
     @property
     def model_type(self) -> str:
@@ -60,7 +61,8 @@ class Checkpoint:
         """sha256 over config, weights and tokenizer files, in a fixed order."""
         h = hashlib.sha256()
         files = [self.path / "config.json", *self.weight_files, self.tokenizer.tokenizer_json]
-        for extra in ("tokenizer_config.json", "generation_config.json"):
+        for extra in ("tokenizer_config.json", "generation_config.json",
+                      *(f for f in TEMPLATE_FILES if f != "tokenizer_config.json")):
             if (self.path / extra).is_file():
                 files.append(self.path / extra)
         for f in files:
@@ -159,10 +161,9 @@ def _tokenizer_files(root: Path, spec: DecoderSpec) -> TokenizerFiles:
         raise CheckpointError(f"{path}: the tokenizer has {vocab} tokens but the model's vocab_size is "
                               f"{spec.vocab_size}; ids past {spec.vocab_size - 1} would have no embedding")
     config_path = root / "tokenizer_config.json"
-    tok_config = _read_json(config_path, "tokenizer_config.json") if config_path.is_file() else {}
-    template = tok_config.get("chat_template") if isinstance(tok_config, dict) else None
-    return TokenizerFiles(path, config_path if config_path.is_file() else None, vocab,
-                          template if isinstance(template, str) else None)
+    if config_path.is_file():
+        _read_json(config_path, "tokenizer_config.json")
+    return TokenizerFiles(path, config_path if config_path.is_file() else None, vocab)
 
 
 def _special_ids(root: Path, config: dict, tokenizer: TokenizerFiles, vocab_size: int):
@@ -190,11 +191,15 @@ def _special_ids(root: Path, config: dict, tokenizer: TokenizerFiles, vocab_size
     bos = first("bos_token_id")
     eos = first("eos_token_id")
     eos_ids = eos if isinstance(eos, list) else ([] if eos is None else [eos])
+    tokenizer_eos = from_token("eos_token")  # generation stops there too (transformers' generate does)
+    if tokenizer_eos is not None and tokenizer_eos not in eos_ids:
+        eos_ids = [*eos_ids, tokenizer_eos]
     for name, ids in (("bos_token_id", [] if bos is None else [bos]), ("eos_token_id", eos_ids)):
         for i in ids:
             if not isinstance(i, int) or isinstance(i, bool) or not 0 <= i < vocab_size:
                 raise CheckpointError(f"{root}: {name} {i!r} is outside the vocabulary (0..{vocab_size - 1})")
-    return bos, eos_ids, generation if isinstance(generation, dict) else {}
+    return bos, eos_ids, generation if isinstance(generation, dict) else {}, \
+        tok_config if isinstance(tok_config, dict) else {}
 
 
 def load_checkpoint(path: str | Path) -> Checkpoint:
@@ -218,10 +223,12 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         raise CheckpointError(f"{root / 'config.json'}: {str(e).removeprefix('config.json: ')}") from None
     files, tensor_index = _weight_files(root)
     tokenizer = _tokenizer_files(root, spec)
-    bos, eos, generation = _special_ids(root, raw, tokenizer, spec.vocab_size)
+    bos, eos, generation, tok_config = _special_ids(root, raw, tokenizer, spec.vocab_size)
+    chat = load_chat_spec(root, tokenizer.tokenizer_json, tok_config, eos, generation)
     return Checkpoint(path=root, name=root.resolve().name, family=family, config=config, spec=spec,
                       weight_files=files, tensor_index=tensor_index, tokenizer=tokenizer,
-                      bos_token_id=bos, eos_token_ids=eos, generation_config=generation)
+                      bos_token_id=bos, eos_token_ids=chat.stop_token_ids if chat else eos,
+                      generation_config=generation, chat=chat)
 
 
 def load_weights(checkpoint: Checkpoint, model: Decoder) -> None:

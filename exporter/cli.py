@@ -200,49 +200,122 @@ def verify(bundle, model_dir, target_file, as_json):
 
 @main.command()
 @click.argument("path", type=click.Path(path_type=Path))
-@click.option("--prompt", required=True, help="Text to continue (encoded with the bundle's tokenizer).")
-@click.option("--max-new-tokens", type=click.IntRange(min=1), default=64, show_default=True,
-              help="Stop after this many new tokens (or at an eos token).")
+@click.option("--prompt", help="Text to continue (encoded with the bundle's tokenizer); with --chat, the user's "
+                               "message (without it, --chat is an interactive session).")
+@click.option("--chat", "as_chat", is_flag=True,
+              help="Apply the bundle's chat template (system prompt, turns, generation prompt) and stop at end of turn.")
+@click.option("--system", "system_prompt", help="With --chat: the system prompt (default: the template's own).")
+@click.option("--max-new-tokens", type=click.IntRange(min=1),
+              help="Stop after this many new tokens (or at a stop token). Default: the checkpoint's "
+                   "generation_config.json for --chat, else 64.")
 @click.option("--format", "fmt", type=click.Choice(FORMAT_NAMES),
               help="Which artifact of the bundle to run (default: the first in the manifest).")
-@click.option("--temperature", type=click.FloatRange(min=0.0), default=0.0, show_default=True,
-              help="0 is greedy; above 0 samples (with --seed).")
+@click.option("--temperature", type=click.FloatRange(min=0.0),
+              help="0 is greedy; above 0 samples (with --seed). Default 0; with --chat, the checkpoint's "
+                   "generation_config.json value (with its top_p and top_k) when it has one.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Sampling seed.")
 @click.option("--tokenizer", "tokenizer_path", type=click.Path(path_type=Path),
               help="tokenizer.json for a bare artifact (default: the one beside it or in its parent).")
 @click.option("--json", "as_json", is_flag=True,
-              help="Print one JSON object (prompt_ids, generated_ids, text, timings) instead of streaming.")
+              help="Print one JSON object (prompt_ids, generated_ids, text, stop_reason, timings) instead of streaming.")
 @guarded
-def run(path, prompt, max_new_tokens, fmt, temperature, seed, tokenizer_path, as_json):
+def run(path, prompt, as_chat, system_prompt, max_new_tokens, fmt, temperature, seed, tokenizer_path, as_json):
     """Generate from a bundle (or one artifact) through the runtime the app uses, streaming text.
 
     PATH is a bundle directory (with manifest.json) or a single artifact: a model.pte (ExecuTorch,
     run by its runtime), an ONNX Runtime GenAI folder (onnxruntime-genai) or a model.mlpackage
     (Core ML on macOS; elsewhere slm-export's MIL interpreter, emulating fp16).
-    """
-    from .generate import generate
-    from .runner import open_for_run
 
+    With --chat and no --prompt: a conversation on the terminal (history kept; /reset starts over;
+    Ctrl-C stops a reply, Ctrl-D or /quit ends the session).
+    """
+    from .runner import Conversation, open_for_run
+
+    if prompt is None and not as_chat:
+        raise InputError("--prompt is required (or --chat for a conversation)")
+    if system_prompt is not None and not as_chat:
+        raise InputError("--system needs --chat")
+    if as_json and prompt is None:
+        raise InputError("--json needs --prompt")
     target = open_for_run(path, fmt, tokenizer_path)
-    prompt_ids = target.encode(prompt)
+    defaults = {}
+    if as_chat:
+        if target.chat is None:
+            raise InputError(f"{path}: no chat template (a base model); run it without --chat")
+        defaults = target.chat.get("generation", {})
+    sampling = {"temperature": temperature if temperature is not None else defaults.get("temperature", 0.0),
+                "top_k": defaults.get("top_k") if temperature is None else None,
+                "top_p": defaults.get("top_p") if temperature is None else None}
+    max_new_tokens = max_new_tokens or defaults.get("max_new_tokens", 64)
+    if not as_chat:
+        _run_once(target, target.encode(prompt), max_new_tokens, seed, sampling, as_json)
+        return
+    conversation = Conversation(target.chat, target.tokenizer, target.max_seq_len, system_prompt)
+    if prompt is not None:
+        if not prompt:
+            raise InputError("--prompt is empty")
+        conversation.turns.append({"role": "user", "content": prompt})
+        _run_once(target, conversation.prompt_ids(1)[0], max_new_tokens, seed, sampling, as_json)
+        return
+    _chat_loop(target, conversation, max_new_tokens, seed, sampling)
+
+
+def _run_once(target, prompt_ids, max_new_tokens, seed, sampling, as_json):
+    from .generate import generate
 
     def stream(text: str) -> None:
         click.echo(text, nl=False)
         sys.stdout.flush()
 
     result = generate(target.session, target.tokenizer, prompt_ids, max_new_tokens, target.eos_ids,
-                      temperature=temperature, seed=seed, on_text=None if as_json else stream)
+                      seed=seed, on_text=None if as_json else stream, **sampling)
     if as_json:
         click.echo(json.dumps({"artifact": str(target.artifact), "format": target.format,
                                "prompt_ids": result.prompt_ids, "generated_ids": result.generated_ids,
-                               "text": result.text, "stopped_at_eos": result.stopped_at_eos,
+                               "text": result.text, "stop_reason": result.stop_reason,
+                               "stopped_at_eos": result.stopped_at_eos,
                                "prefill_seconds": round(result.prefill_seconds, 4),
                                "decode_tokens_per_second": round(result.decode_tokens_per_second, 2)},
                               ensure_ascii=False))
     else:
         click.echo()
         click.echo(f"[{len(result.generated_ids)} tokens, {result.decode_tokens_per_second:.1f} tok/s decode, "
-                   f"{target.format} {target.artifact.name}]", err=True)
+                   f"{result.stop_reason}, {target.format} {target.artifact.name}]", err=True)
+
+
+def _chat_loop(target, conversation, max_new_tokens, seed, sampling):
+    from .generate import generate
+
+    click.echo(f"chat with {target.artifact} ({target.format}); /reset starts over, Ctrl-C stops a reply, "
+               "Ctrl-D or /quit ends", err=True)
+    while True:
+        try:
+            line = input("you> ")
+        except (EOFError, KeyboardInterrupt):
+            click.echo(err=True)
+            return
+        if line.strip() in ("/quit", "/exit"):
+            return
+        if line.strip() == "/reset":
+            conversation.turns.clear()
+            click.echo("[history cleared]", err=True)
+            continue
+        if not line.strip():
+            continue
+        conversation.turns.append({"role": "user", "content": line})
+        ids, dropped = conversation.prompt_ids(min(max_new_tokens, target.max_seq_len // 2))
+        if dropped:
+            click.echo(f"[dropped the {dropped} oldest messages to fit the {target.max_seq_len}-token context]",
+                       err=True)
+        click.echo("bot> ", nl=False)
+        result = generate(target.session, target.tokenizer, ids, min(max_new_tokens, target.max_seq_len - len(ids)),
+                          target.eos_ids, seed=seed, on_text=lambda t: (click.echo(t, nl=False), sys.stdout.flush()),
+                          interruptible=True, **sampling)
+        click.echo()
+        if result.interrupted:
+            click.echo("[stopped]", err=True)
+        conversation.turns.append({"role": "assistant", "content": result.text})
+        seed += 1
 
 
 def _parse_threads(value: str) -> tuple[int, ...]:

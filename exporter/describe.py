@@ -40,8 +40,8 @@ def describe(checkpoint: Checkpoint) -> dict[str, Any]:
         "context": spec.max_position_embeddings,
         "tied_embeddings": spec.tie_word_embeddings,
         "rope_scaling": spec.rope_scaling.kind if spec.rope_scaling else None,
-        "tokenizer": {"path": str(checkpoint.tokenizer.tokenizer_json), "vocab": checkpoint.tokenizer.vocab_size,
-                      "chat_template": checkpoint.tokenizer.chat_template is not None},
+        "tokenizer": {"path": str(checkpoint.tokenizer.tokenizer_json), "vocab": checkpoint.tokenizer.vocab_size},
+        "chat": _chat(checkpoint),
         "bos_token_id": checkpoint.bos_token_id,
         "eos_token_ids": checkpoint.eos_token_ids,
         "weights": [p.name for p in checkpoint.weight_files],
@@ -49,6 +49,32 @@ def describe(checkpoint: Checkpoint) -> dict[str, Any]:
         "config_unknown_keys": sorted(checkpoint.config.extra),
         "targets": targets,
     }
+
+
+def _chat(checkpoint: Checkpoint) -> dict[str, Any] | None:
+    chat = checkpoint.chat
+    if chat is None:
+        return None
+    return {"template_source": chat.source, "stop_token_ids": chat.stop_token_ids,
+            "end_of_turn_token": chat.end_of_turn, "bos_in_template": chat.bos_in_template,
+            "portable": chat.portable.to_json() if chat.portable else None, "unsupported": chat.unsupported,
+            "generation": chat.generation}
+
+
+def _render_chat(chat: dict[str, Any] | None) -> list[str]:
+    if chat is None:
+        return ["chat         no chat template (a base model: apps show a completion screen)"]
+    portable = chat["portable"]
+    lines = [f"chat         template from {chat['template_source']}; end of turn {chat['end_of_turn_token']!r}; "
+             f"bos {'written by the template' if chat['bos_in_template'] else 'not in the template'}",
+             "  portable   " + (", ".join(f"{role} {r['prefix']!r}...{r['suffix']!r}" for role, r in portable["roles"].items())
+                                + f"; generation prompt {portable['generation_prompt']!r}"
+                                + (f"; default system {portable['default_system']!r}" if portable["default_system"]
+                                   else "") if portable else "none: apps cannot apply this template")]
+    lines += [f"  cannot     {u}" for u in chat["unsupported"]]
+    lines.append("  defaults   " + (", ".join(f"{k} {v}" for k, v in chat["generation"].items())
+                                    or "none in generation_config.json"))
+    return lines
 
 
 def render(info: dict[str, Any]) -> str:
@@ -61,9 +87,9 @@ def render(info: dict[str, Any]) -> str:
         f"context      {info['context']:,} positions" + (f", rope scaling {info['rope_scaling']}"
                                                        if info["rope_scaling"] else ""),
         f"embeddings   {'tied (stored once)' if info['tied_embeddings'] else 'untied'}",
-        f"tokenizer    {info['tokenizer']['path']}"
-        + (" (has chat template)" if info["tokenizer"]["chat_template"] else ""),
-        f"bos / eos    {info['bos_token_id']} / {info['eos_token_ids']}",
+        f"tokenizer    {info['tokenizer']['path']}",
+        f"bos / stop   {info['bos_token_id']} / {info['eos_token_ids']}",
+        *_render_chat(info["chat"]),
         f"weights      {', '.join(info['weights'])}",
     ]
     for name, target in info["targets"].items():

@@ -174,13 +174,22 @@ def check_tokenizer_parity(tokenizer_json: Path, ids_folder: Path, bundle: Path,
     """The device tokenizers (ExecuTorch's C++ tokenizers, onnxruntime-genai's) against
     `tokenizers` on the corpus, and bos/eos agreement across the checkpoint's files
     (`ids_folder`), the manifest and every artifact's metadata. Problems, or []."""
-    from .tokenizer_parity import check_special_ids, check_tokenizers, read_artifact_metadata
+    from .chat import check_manifest_chat
+    from .tokenizer_parity import (
+        check_chat_prompts,
+        check_special_ids,
+        check_tokenizers,
+        read_artifact_metadata,
+    )
 
     with stage("tokenizer parity"):
         genai = next((bundle / a["path"] for a in artifacts if registration(a["format"]).device_tokenizer == "genai"),
                      None)
-        problems = check_tokenizers(tokenizer_json, genai, device_tokenizer_json=bundle / "tokenizer.json"
-                                    if (bundle / "tokenizer.json").is_file() else None)
+        device_json = bundle / "tokenizer.json" if (bundle / "tokenizer.json").is_file() else None
+        problems = check_tokenizers(tokenizer_json, genai, device_tokenizer_json=device_json)
+        if manifest.get("chat"):
+            problems += check_manifest_chat(manifest["chat"])
+            problems += check_chat_prompts(tokenizer_json, manifest["chat"], genai, device_json)
         metadata = {a["path"]: read_artifact_metadata(bundle / a["path"]) for a in artifacts}
         return problems + check_special_ids(ids_folder, manifest, metadata)
 
@@ -221,8 +230,11 @@ def build_reference(checkpoint: Checkpoint, max_seq_len: int) -> tuple[Any, Refe
         decoder = build_model(checkpoint, max_seq_len)
         tokenizer = load_tokenizer(checkpoint.tokenizer.tokenizer_json)
         reference_lm = ReferenceLM(decoder, max_seq_len)
-        prompts = make_reference(reference_lm, tokenize_prompts(tokenizer, max_seq_len), new_tokens(max_seq_len),
-                                 checkpoint.eos_token_ids)
+        cases = tokenize_prompts(tokenizer, max_seq_len)
+        if checkpoint.chat is not None:  # the golden self-test vectors then hold a chat-formatted case
+            vector = next(v for v in checkpoint.chat.vectors if v["add_generation_prompt"] and "ids" in v)
+            cases.append((f"chat: {vector['name']}", vector["ids"][:max_seq_len - new_tokens(max_seq_len)]))
+        prompts = make_reference(reference_lm, cases, new_tokens(max_seq_len), checkpoint.eos_token_ids)
         text = make_text_reference(reference_lm, tokenize_quality_text(tokenizer, max_seq_len))
     return decoder, References(prompts, text)
 
@@ -416,9 +428,11 @@ def export_target(checkpoint: Checkpoint, target: TargetRecipe, request: ExportR
                                              "seconds": round(sum(c.seconds for c in tried), 1),
                                              "tried": [c.to_json() for c in tried]}} if gate is not None else {})})
 
+        chat = {"chat": checkpoint.chat.to_manifest()} if checkpoint.chat else {}
         tokenizer_problems = check_tokenizer_parity(checkpoint.tokenizer.tokenizer_json, checkpoint.path, staging,
                                                     artifacts, {"model": {"bos_token_id": checkpoint.bos_token_id,
-                                                                          "eos_token_ids": checkpoint.eos_token_ids}})
+                                                                          "eos_token_ids": checkpoint.eos_token_ids},
+                                                                **chat})
         if tokenizer_problems:
             raise ParityError(f"tokenizer parity failed: {tokenizer_problems[0]}; nothing shipped for {target.name}")
 
@@ -463,6 +477,7 @@ def export_target(checkpoint: Checkpoint, target: TargetRecipe, request: ExportR
                       "max_seq_len": max_seq_len, "bos_token_id": checkpoint.bos_token_id,
                       "eos_token_ids": checkpoint.eos_token_ids, "source_sha256": checkpoint.digest()},
             "tokenizer": tokenizer_entry,
+            **chat,
             "artifacts": artifacts,
             "parity": {"results": "parity.json", "report": "parity.html", "reference": "reference.json"},
             "files": list_files(staging),

@@ -395,13 +395,15 @@ def check_special_ids(folder: Path, manifest: Mapping[str, Any] | None = None,
     artifact_metadata: {artifact name: metadata} as `read_artifact_metadata` (the runtimes'
         read_metadata) gives it: `format`, `bos_id` (None: none stated), `eos_ids`.
 
-    The checkpoint's own ids are taken as the exporter takes them (generation_config.json, then
-    config.json, then tokenizer_config.json's token strings looked up in tokenizer.json). Every
-    other bos must equal that one. eos may be a list: the manifest's and each artifact's eos ids
-    must equal it as a set, and the single eos of tokenizer_config.json or config.json must be
-    among them (e.g. generation_config [eot, eom, eos] with tokenizer_config's eos_token eot is
-    fine). An artifact whose format always states a bos (GenAI: genai_config.json requires a value
-    and the exporter writes the pad id there) is not checked for bos when the checkpoint has none.
+    The checkpoint's bos is taken as the exporter takes it (generation_config.json, then
+    config.json, then tokenizer_config.json's token string looked up in tokenizer.json); every
+    other bos must equal it. Generation stops at every eos any source names (generation_config's
+    list, config.json's, the tokenizer's eos) and at the chat template's end-of-turn token (the
+    manifest's chat.end_of_turn_token): with a manifest, each of those must be among its stop ids
+    (model.eos_token_ids, and chat.stop_token_ids the same set), and every artifact's eos ids must
+    equal that set; without one, every artifact's must equal the union of the sources. An
+    artifact whose format always states a bos (GenAI: genai_config.json requires a value and the
+    exporter writes the pad id there) is not checked for bos when the checkpoint has none.
     """
     folder = Path(folder)
     problems: list[str] = []
@@ -416,49 +418,115 @@ def check_special_ids(folder: Path, manifest: Mapping[str, Any] | None = None,
     generation, config, tok_config = read("generation_config.json"), read("config.json"), read("tokenizer_config.json")
     tokenizer = _hf(folder / "tokenizer.json") if (folder / "tokenizer.json").is_file() else None
 
-    def from_token(key: str) -> list[int] | None:
-        token = _token_string(tok_config.get(key))
+    def token_ids(where: str, key: str, token: str | None) -> list[int] | None:
         if token is None:
             return None
         token_id = tokenizer.token_to_id(token) if tokenizer is not None else None
         if token_id is None:
-            problems.append(f"tokenizer_config.json: {key} {token!r} is not a token of tokenizer.json")
+            problems.append(f"{where}: {key} {token!r} is not a token of tokenizer.json")
             return None
         return [token_id]
 
     sources = {  # source name -> (bos ids, eos ids) as stated there (None: not stated)
         "generation_config.json": (_id_list(generation.get("bos_token_id")), _id_list(generation.get("eos_token_id"))),
         "config.json": (_id_list(config.get("bos_token_id")), _id_list(config.get("eos_token_id"))),
-        "tokenizer_config.json": (from_token("bos_token"), from_token("eos_token")),
+        "tokenizer_config.json": (token_ids("tokenizer_config.json", "bos_token", _token_string(tok_config.get("bos_token"))),
+                                  token_ids("tokenizer_config.json", "eos_token", _token_string(tok_config.get("eos_token")))),
     }
+    chat = (manifest or {}).get("chat") or {}
+    end_of_turn = token_ids("manifest chat", "end_of_turn_token", chat.get("end_of_turn_token"))
+    if end_of_turn is not None:
+        sources["the chat template's end of turn"] = (None, end_of_turn)
     bos_source = next((s for s, (b, _) in sources.items() if b is not None), None)
-    eos_source = next((s for s, (_, e) in sources.items() if e is not None), None)
     bos = sources[bos_source][0][0] if bos_source else None
-    eos = sources[eos_source][1] if eos_source else []
     bos_from = bos_source or "the checkpoint"
-    eos_from = eos_source or "the checkpoint"
-
-    for source, (b, e) in sources.items():
+    for source, (b, _) in sources.items():
         if b is not None and b[0] != bos:
             problems.append(f"bos: {source} says {b[0]}, {bos_from} says {bos}")
-        if e is not None and source != eos_source and not set(e) <= set(eos):
-            problems.append(f"eos: {source} says {e}, not among {eos_from}'s eos ids {eos}")
+
+    stop = list(dict.fromkeys(i for _, e in sources.values() if e for i in e))
+    stop_from = f"the stop ids of {', '.join(s for s, (_, e) in sources.items() if e) or 'the checkpoint'}"
+    if manifest is not None:
+        stated = list((manifest.get("model") or {}).get("eos_token_ids") or [])
+        for source, (_, e) in sources.items():
+            if e is not None and not set(e) <= set(stated):
+                problems.append(f"eos: {source} says {e}, not among the manifest's stop ids {stated}")
+        if chat and set(chat.get("stop_token_ids") or []) != set(stated):
+            problems.append(f"eos: manifest chat.stop_token_ids {chat.get('stop_token_ids')} differs from "
+                            f"model.eos_token_ids {stated}")
+        stop, stop_from = stated, "the manifest's stop ids"
 
     from .runtimes import registration
 
-    targets: list[tuple[str, int | None, list[int], bool]] = []
-    if manifest is not None:
-        model = manifest.get("model", {})
-        targets.append(("manifest model", model.get("bos_token_id"), list(model.get("eos_token_ids") or []), False))
     for name, meta in (artifact_metadata or {}).items():
         if not {"format", "bos_id", "eos_ids"} <= set(meta):
             problems.append(f"artifact {name}: metadata without format, bos_id and eos_ids (not read by a runtime)")
             continue
-        targets.append((f"artifact {name} ({meta['format']} metadata)", meta["bos_id"], list(meta["eos_ids"]),
-                        registration(meta["format"]).bos_always_stated))
-    for where, b, e, bos_always_stated in targets:
-        if not (bos_always_stated and bos is None) and b != bos:
-            problems.append(f"bos: {where} says {b}, {bos_from} says {bos}")
-        if set(e) != set(eos):
-            problems.append(f"eos: {where} says {e}, {eos_from} says {eos}")
+        where = f"artifact {name} ({meta['format']} metadata)"
+        if not (registration(meta["format"]).bos_always_stated and bos is None) and meta["bos_id"] != bos:
+            problems.append(f"bos: {where} says {meta['bos_id']}, {bos_from} says {bos}")
+        if set(meta["eos_ids"]) != set(stop):
+            problems.append(f"eos: {where} says {list(meta['eos_ids'])}, {stop_from} are {stop}")
+    if manifest is not None:
+        stated_bos = (manifest.get("model") or {}).get("bos_token_id")
+        if stated_bos != bos:
+            problems.append(f"bos: manifest model says {stated_bos}, {bos_from} says {bos}")
+    return problems
+
+
+# ---------------------------------------------------------------------------------------------
+# Chat prompts: the ids each device tokenizer feeds for a rendered conversation
+
+
+def check_chat_prompts(tokenizer_json: Path, chat: Mapping[str, Any], onnx_folder: Path | None = None,
+                       device_tokenizer_json: Path | None = None) -> list[str]:
+    """Problems (empty: agreement) with the ids each device tokenizer feeds for the manifest's chat
+    vectors, encoded as the manifest tells apps to encode a chat prompt (add_special_tokens
+    false, bos_added_by_runtime BOS ids), against the vectors' ids (apply_chat_template's: the
+    rendered text without the post-processor). The vectors' ids are first checked against
+    `tokenizers` on this tokenizer.json. A runtime that feeds one BOS more than the vector is named
+    as the double-BOS bug; special tokens that a device tokenizer splits into pieces show as a
+    difference at their position."""
+    vectors = [v for v in chat.get("vectors", []) if "ids" in v]
+    texts = [v["text"] for v in vectors]
+    if not texts:
+        return []
+    device_json = Path(device_tokenizer_json or tokenizer_json)
+    problems = []
+    reference = reference_ids(Path(tokenizer_json), texts, add_special_tokens=False)
+    bos_id = None
+    tokenizer = _hf(Path(tokenizer_json))
+    bos_token = _token_string(special_token_strings(Path(tokenizer_json)).get("bos"))
+    if bos_token is not None:
+        bos_id = tokenizer.token_to_id(bos_token)
+
+    def compare(impl: str, got: list[list[int]]) -> None:
+        for vector, ref, ids in zip(vectors, reference, got, strict=True):
+            diff = _ids_diff(ref, ids)
+            if diff is None:
+                continue
+            label = f"{vector['name']}{' + generation prompt' if vector['add_generation_prompt'] else ''}"
+            if bos_id is not None and ids[:1] == [bos_id] and ids[1:] == ref:
+                problems.append(f"{impl}: chat prompt {label!r}: double BOS, the runtime adds BOS {bos_id} "
+                                "before a template that already wrote it")
+            else:
+                problems.append(f"{impl}: chat prompt {label!r}: {diff}")
+            return  # one message per implementation
+
+    for vector, ref in zip(vectors, reference, strict=True):
+        if vector["ids"] != ref:
+            problems.append(f"manifest chat vector {vector['name']!r}: ids differ from tokenizer.json's "
+                            f"({_ids_diff(ref, vector['ids'])})")
+            return problems
+    num_bos, special = int(chat.get("bos_added_by_runtime", 0)), bool(chat.get("add_special_tokens", False))
+    try:
+        compare(EXECUTORCH, executorch_ids(device_json, texts, bos=num_bos))
+    except TokenizerLoadError as e:
+        problems.append(f"{EXECUTORCH}: cannot load {device_json}: {e}")
+    with tempfile.TemporaryDirectory(prefix="genai-tokenizer-") as tmp:
+        folder = Path(onnx_folder) if onnx_folder else write_genai_tokenizer_folder(device_json, Path(tmp))
+        try:
+            compare(GENAI, genai_ids(folder, texts, special))
+        except TokenizerLoadError as e:
+            problems.append(f"{GENAI}: cannot load the tokenizer in {folder}: {e}")
     return problems

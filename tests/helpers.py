@@ -73,3 +73,69 @@ def as_runner_prints(pieces: list[bytes]) -> bytes:
     is neither printable nor whitespace is dropped (isprint/isspace in the C locale)."""
     kept = [p for p in pieces if len(p) != 1 or 32 <= p[0] < 127 or p[0] in b"\t\n\v\f\r "]
     return b"".join(kept)
+
+
+# Chat templates of three shapes, each kept where a real checkpoint of that shape keeps it:
+# ChatML with a default system prompt (SmolLM2, Qwen2.5) in chat_template.jinja; Llama 3, which
+# writes BOS itself while its tokenizer's post-processor adds one too, in tokenizer_config.json;
+# Gemma, which merges the system prompt into the first user turn, in chat_template.json.
+CHAT_STYLES = {
+    "chatml": {
+        "file": "chat_template.jinja", "tokens": ["<|im_end|>"], "bos": None, "end_of_turn": "<|im_end|>",
+        "template": ("{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
+                     "{{ '<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face"
+                     "<|im_end|>\n' }}{% endif %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + "
+                     "'<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}"
+                     "{% endif %}"),
+    },
+    "llama3": {
+        "file": "tokenizer_config.json", "tokens": ["<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>",
+                                                    "<|eot_id|>"],
+        "bos": "<|begin_of_text|>", "end_of_turn": "<|eot_id|>",
+        "template": ("{{ bos_token }}{% for message in messages %}{{ '<|start_header_id|>' + message['role'] + "
+                     "'<|end_header_id|>\n\n' + message['content'] | trim + '<|eot_id|>' }}{% endfor %}"
+                     "{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}"),
+    },
+    "gemma": {
+        "file": "chat_template.json", "tokens": ["<bos>", "<start_of_turn>", "<end_of_turn>"], "bos": "<bos>",
+        "end_of_turn": "<end_of_turn>",
+        "template": ("{{ bos_token }}{% if messages[0]['role'] == 'system' %}{% set first_user_prefix = "
+                     "messages[0]['content'] + '\n\n' %}{% set loop_messages = messages[1:] %}{% else %}"
+                     "{% set first_user_prefix = '' %}{% set loop_messages = messages %}{% endif %}"
+                     "{% for message in loop_messages %}{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}"
+                     "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}"
+                     "{% endif %}{% set role = 'model' if message['role'] == 'assistant' else message['role'] %}"
+                     "{{ '<start_of_turn>' + role + '\n' + (first_user_prefix if loop.first else '') + "
+                     "message['content'] | trim + '<end_of_turn>\n' }}{% endfor %}{% if add_generation_prompt %}"
+                     "{{ '<start_of_turn>model\n' }}{% endif %}"),
+    },
+}
+
+
+def add_chat_template(directory: Path, style: str) -> dict:
+    """Gives the checkpoint in `directory` (made with a tokenizer_vocab a few ids below its
+    vocab_size) the special tokens and chat template of `style` (CHAT_STYLES). With a BOS of its
+    own, the tokenizer's post-processor adds that BOS (as Llama 3's and Gemma's do) and config.json
+    names it. Returns the style."""
+    from tokenizers import Tokenizer, processors
+
+    spec = CHAT_STYLES[style]
+    tok = Tokenizer.from_file(str(directory / "tokenizer.json"))
+    tok.add_special_tokens(spec["tokens"])
+    if spec["bos"]:
+        bos = tok.token_to_id(spec["bos"])
+        tok.post_processor = processors.TemplateProcessing(single=f"{spec['bos']} $A", pair=f"{spec['bos']} $A $B",
+                                                           special_tokens=[(spec["bos"], bos)])
+        edit_json(directory / "config.json", bos_token_id=bos)
+        if (directory / "generation_config.json").is_file():
+            edit_json(directory / "generation_config.json", bos_token_id=bos)
+    tok.save(str(directory / "tokenizer.json"))
+    changes = {"bos_token": spec["bos"]} if spec["bos"] else {}
+    if spec["file"] == "tokenizer_config.json":
+        changes["chat_template"] = spec["template"]
+    edit_json(directory / "tokenizer_config.json", **changes)
+    if spec["file"] == "chat_template.jinja":
+        (directory / "chat_template.jinja").write_text(spec["template"])
+    elif spec["file"] == "chat_template.json":
+        (directory / "chat_template.json").write_text(json.dumps({"chat_template": spec["template"]}))
+    return spec

@@ -32,7 +32,8 @@ def test_loads_config_tokenizer_and_special_ids(llama_dir):
 def test_generation_config_overrides_config_and_accepts_eos_lists(llama_dir):
     edit_json(llama_dir / "generation_config.json", eos_token_id=[2, 3], bos_token_id=4)
     ck = load_checkpoint(llama_dir)
-    assert ck.bos_token_id == 4 and ck.eos_token_ids == [2, 3]
+    # generation stops at generation_config's eos ids and at the tokenizer's eos (<|endoftext|>, 0)
+    assert ck.bos_token_id == 4 and ck.eos_token_ids == [2, 3, 0]
 
 
 def test_sharded_checkpoint_loads_identically(tmp_path, family_checkpoint):

