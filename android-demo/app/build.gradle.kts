@@ -53,6 +53,17 @@ android {
     testOptions {
         unitTests.isReturnDefaultValues = true
     }
+
+    // src/core: the app's logic that needs no Android API (chat template, stop handling, history
+    // trimming, UTF-8 buffering), plain Kotlin that .ci/run also compiles and tests with kotlinc
+    // where there is no Android SDK; src/coreTest: its tests, against the exporter's vectors.
+    sourceSets {
+        getByName("main") { java.srcDirs("src/core/java") }
+        getByName("test") {
+            java.srcDirs("src/coreTest/java")
+            resources.srcDirs("src/coreTest/resources")
+        }
+    }
 }
 
 kotlin {
@@ -79,4 +90,5 @@ dependencies {
     debugImplementation(libs.androidx.compose.ui.tooling)
 
     testImplementation(libs.junit)
+    testImplementation(libs.kotlin.test.junit)
 }
