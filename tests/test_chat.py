@@ -201,9 +201,30 @@ def test_chat_export_ships_template_stop_ids_and_a_chat_self_test(chat_checkpoin
     assert set(genai["model"]["eos_token_id"]) == stop
 
 
-@pytest.mark.parametrize("fmt", ["executorch", "onnx"])
-def test_run_chat_feeds_apply_chat_template_ids(chat_checkpoint, chat_bundle, fmt):
-    done = _slm("run", str(chat_bundle), "--chat", "--prompt", "What is the capital of France?", "--system",
+@pytest.fixture(scope="module")
+def chat_coreml_bundle(chat_checkpoint, tmp_path_factory):
+    out = tmp_path_factory.mktemp("chat-out-ios")
+    done = _slm("--target", "ios", "--formats", "coreml", "--model", str(chat_checkpoint("llama3")), "--out", str(out),
+                "--no-bundle", "--quant", "fp32")
+    assert done.returncode == 0, done.stderr[-3000:]
+    return out / "ios"
+
+
+@pytest.mark.slow  # a Core ML conversion and the MIL interpreter's parity run: minutes on 2 cores
+def test_the_coreml_artifact_stops_at_every_stop_id(chat_checkpoint, chat_coreml_bundle):
+    from exporter.runtimes import runtime
+
+    manifest = json.loads((chat_coreml_bundle / "manifest.json").read_text())
+    (artifact,) = manifest["artifacts"]
+    meta = runtime("coreml").read_metadata(chat_coreml_bundle / artifact["path"])
+    assert set(meta["eos_ids"]) == set(load_checkpoint(chat_checkpoint("llama3")).eos_token_ids) == \
+        set(manifest["chat"]["stop_token_ids"])
+
+
+@pytest.mark.parametrize("fmt", ["executorch", "onnx", pytest.param("coreml", marks=pytest.mark.slow)])
+def test_run_chat_feeds_apply_chat_template_ids(chat_checkpoint, chat_bundle, request, fmt):
+    bundle = request.getfixturevalue("chat_coreml_bundle") if fmt == "coreml" else chat_bundle
+    done = _slm("run", str(bundle), "--chat", "--prompt", "What is the capital of France?", "--system",
                 "Be brief.", "--json", "--format", fmt, "--max-new-tokens", "4")
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(done.stdout)
@@ -240,3 +261,48 @@ def test_the_apps_chat_vectors_are_what_the_exporter_writes(tmp_path):
     expected = chat_sections(tmp_path)
     for fixture in FIXTURES:
         assert fixture.read_text(encoding="utf-8") == expected, f"{fixture} is stale: run python tests/chat_vectors.py"
+
+
+def test_interactive_chat_keeps_history_and_resets(chat_bundle):
+    done = subprocess.run([sys.executable, "-m", "exporter", "run", str(chat_bundle), "--chat", "--format", "onnx",
+                           "--max-new-tokens", "3"], input="Hi there\nAnd again\n/reset\nHello\n/quit\n",
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.count("bot> ") == 3 and done.stderr.count("[history cleared]") == 1
+
+
+def test_ctrl_c_ends_the_reply_not_the_session(chat_bundle):
+    from exporter.generate import generate
+    from exporter.runner import Conversation, open_for_run
+
+    target = open_for_run(chat_bundle, "onnx", None)
+    conversation = Conversation(target.chat, target.tokenizer, target.max_seq_len)
+    conversation.turns.append({"role": "user", "content": "Count to ten."})
+    ids, dropped = conversation.prompt_ids(8)
+    assert dropped == 0
+    pieces = []
+
+    def interrupt_after_one(text):  # what SIGINT does while a reply streams
+        pieces.append(text)
+        raise KeyboardInterrupt
+
+    result = generate(target.session, target.tokenizer, ids, 8, target.eos_ids, on_text=interrupt_after_one,
+                      interruptible=True)
+    assert result.stop_reason == "interrupted" and len(result.generated_ids) == 1 and result.text == "".join(pieces)
+    with pytest.raises(KeyboardInterrupt):  # outside a chat session, Ctrl-C still stops the program
+        generate(target.session, target.tokenizer, ids, 8, target.eos_ids, on_text=interrupt_after_one)
+
+
+def test_history_is_trimmed_to_fit_the_context(chat_bundle):
+    from exporter.runner import Conversation, open_for_run
+
+    target = open_for_run(chat_bundle, "onnx", None)
+    conversation = Conversation(target.chat, target.tokenizer, target.max_seq_len, system="Be brief.")
+    for i in range(40):
+        conversation.turns += [{"role": "user", "content": f"Question {i} about the quick brown fox?"},
+                               {"role": "assistant", "content": f"Answer {i} about the lazy dog."}]
+    conversation.turns.append({"role": "user", "content": "Last question?"})
+    ids, dropped = conversation.prompt_ids(64)
+    assert dropped > 0 and len(ids) + 64 <= target.max_seq_len
+    assert conversation.messages()[0] == {"role": "system", "content": "Be brief."}
+    assert conversation.turns[0]["role"] == "user" and conversation.turns[-1]["content"] == "Last question?"

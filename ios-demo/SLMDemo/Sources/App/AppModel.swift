@@ -55,7 +55,14 @@ final class AppModel: ObservableObject {
     @Published var prompt = "def fibonacci(n):"
     @Published var maxNewTokens = 64
     @Published var temperature = 0.0
+    @Published var topP = 1.0
     @Published private(set) var output = ""
+    // Chat (bundles with a chat template the app can apply: manifest chat.portable)
+    @Published private(set) var messages: [ChatMessage] = []
+    @Published var draft = ""
+    @Published var systemPrompt = ""
+    /// Shown when earlier messages no longer fit the context and were left out of the prompt.
+    @Published private(set) var historyNote: String?
     @Published private(set) var isGenerating = false
     @Published private(set) var status = ""
     @Published private(set) var tokensGenerated = 0
@@ -81,6 +88,16 @@ final class AppModel: ObservableObject {
     }
 
     var isBusy: Bool { isGenerating || selfTestRunning != nil }
+
+    /// The chat template, when this is a chat model whose template the app can apply; nil shows
+    /// the completion screen.
+    var chatTemplate: PortableTemplate? { manifest?.chat?.portable.map(PortableTemplate.init) }
+
+    /// Why a chat model's template cannot be applied here (shown on the completion screen).
+    var chatUnsupported: String? {
+        guard let chat = manifest?.chat, chat.portable == nil else { return nil }
+        return chat.unsupported.joined(separator: "; ")
+    }
     var canGenerate: Bool { phase == .ready && !isBusy && availableRuntimes.contains(runtime) }
 
     /// The most tokens a request may ask for (the whole cache).
@@ -110,6 +127,8 @@ final class AppModel: ObservableObject {
         tokenizerSelfTest = nil
         errorMessage = nil
         output = ""
+        messages = []
+        historyNote = nil
 
         guard let found = BundleLocator.find() else {
             location = nil
@@ -162,6 +181,11 @@ final class AppModel: ObservableObject {
         manifest = loaded.manifest
         manifestDigest = FileDigest.sha256(of: loaded.data)
         if !availableRuntimes.contains(runtime), let first = availableRuntimes.first { runtime = first }
+        if let defaults = loaded.manifest.chat?.generation {  // the checkpoint's generation_config.json
+            if let t = defaults.temperature { temperature = t }
+            if let p = defaults.topP { topP = p }
+            if let n = defaults.maxNewTokens { maxNewTokens = n }
+        }
         maxNewTokens = min(maxNewTokens, maxTokenLimit)
         for kind in availableRuntimes {
             previousSelfTest[kind] = SelfTestStore.passedBefore(manifestDigest: manifestDigest, runtime: kind.rawValue)
@@ -205,8 +229,9 @@ final class AppModel: ObservableObject {
             loaded = try await CoreMLEngine.load(bundle: bundleURL, manifest: manifest, artifact: artifact,
                                                  tokenizer: tokenizer, computeUnits: units)
         case .executorch:
+            let tokenizer = try await loadTokenizer()
             loaded = try await Task.detached(priority: .userInitiated) {
-                try ExecuTorchEngine.load(bundle: bundleURL, manifest: manifest, artifact: artifact)
+                try ExecuTorchEngine.load(bundle: bundleURL, manifest: manifest, artifact: artifact, tokenizer: tokenizer)
             }.value
         }
         engine = loaded
@@ -218,22 +243,72 @@ final class AppModel: ObservableObject {
 
     func generate() {
         guard canGenerate else { return }
-        errorMessage = nil
         output = ""
+        run(prompt: prompt, chat: false)
+    }
+
+    func newChat() {
+        guard !isGenerating else { return }
+        messages = []
+        historyNote = nil
+        status = ""
+    }
+
+    /// Sends the draft: the conversation (system prompt, the earlier turns that still fit, the
+    /// new message) rendered with the bundle's portable template, generated as a chat (no BOS
+    /// added, stop ids end the reply and are never shown), streamed into a new assistant message.
+    func send() {
+        guard canGenerate, let template = chatTemplate, let manifest,
+              !draft.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty else { return }
+        let system = template.supportsSystem && !systemPrompt.isEmpty ? [ChatMessage(role: "system", content: systemPrompt)] : []
+        let history = messages + [ChatMessage(role: "user", content: draft)]
+        let reply = min(maxNewTokens, manifest.model.maxSeqLen / 2)
+        do {
+            // Counting needs the tokenizer: a chat bundle always loads it (both runtimes use it).
+            guard let tokenizer else {
+                Task {
+                    do {
+                        _ = try await loadTokenizer()
+                        send()
+                    } catch {
+                        errorMessage = Readable.message(for: error)
+                    }
+                }
+                return
+            }
+            let trimmed = try HistoryTrimmer.fit(system + history, contextTokens: manifest.model.maxSeqLen,
+                                                 replyTokens: reply) { msgs in
+                try tokenizer.encode(template.render(msgs, addGenerationPrompt: true), chat: true).count
+            }
+            historyNote = trimmed.dropped == 0 ? nil
+                : "\(trimmed.dropped) earlier messages were left out to fit the \(manifest.model.maxSeqLen)-token context."
+            let prompt = try template.render(trimmed.messages, addGenerationPrompt: true)
+            messages = history + [ChatMessage(role: "assistant", content: "")]
+            draft = ""
+            run(prompt: prompt, chat: true, maxNewTokens: reply)
+        } catch {
+            errorMessage = Readable.message(for: error)
+        }
+    }
+
+    private func run(prompt: String, chat: Bool, maxNewTokens: Int? = nil) {
+        errorMessage = nil
         tokensGenerated = 0
         tokensPerSecond = 0
         firstTokenSeconds = nil
         isGenerating = true
         let stop = StopFlag()
         stopFlag = stop
-        let options = GenerationOptions(maxNewTokens: maxNewTokens, temperature: Float(temperature),
-                                        seed: UInt64.random(in: 0...UInt64.max))
-        let prompt = self.prompt
+        let options = GenerationOptions(maxNewTokens: maxNewTokens ?? self.maxNewTokens, temperature: Float(temperature),
+                                        seed: UInt64.random(in: 0...UInt64.max), topP: Float(topP),
+                                        topK: manifest?.chat?.generation.topK, chat: chat)
         let kind = runtime
         Task {
             defer {
                 isGenerating = false
                 stopFlag = nil
+                // a reply that produced no text (failed, or stopped at once) is not kept as an empty turn
+                if chat, let last = messages.last, last.role == "assistant", last.content.isEmpty { messages.removeLast() }
             }
             do {
                 let engine = try await self.engine(for: kind)
@@ -275,7 +350,11 @@ final class AppModel: ObservableObject {
             firstTokenSeconds = seconds
             if let promptTokens { status = "Prompt: \(promptTokens) tokens in \(Int(seconds * 1000)) ms" }
         case .text(let piece):
-            output += piece
+            if chatTemplate != nil, let last = messages.last, last.role == "assistant" {
+                messages[messages.count - 1].content += piece
+            } else {
+                output += piece
+            }
         case let .progress(tokens, rate):
             tokensGenerated = tokens
             tokensPerSecond = rate

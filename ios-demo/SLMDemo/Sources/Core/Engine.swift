@@ -18,7 +18,7 @@ enum RuntimeKind: String, CaseIterable, Identifiable, Sendable {
     var detail: String {
         switch self {
         case .coreml: return "stateful ML Program, tokenized by swift-transformers"
-        case .executorch: return "XNNPACK, ExecuTorch's TextRunner"
+        case .executorch: return "XNNPACK, ExecuTorch's Module, tokenized by swift-transformers"
         }
     }
 }
@@ -28,28 +28,31 @@ struct GenerationOptions: Equatable, Sendable {
     /// 0 is greedy.
     var temperature: Float
     var seed: UInt64
+    /// Sampling keeps the smallest set of ids whose probability reaches top-p (1: all).
+    var topP: Float = 1
+    var topK: Int? = nil
+    /// The prompt is a conversation rendered with the manifest's chat template: encoded without
+    /// the tokenizer's post-processor, no BOS added (manifest chat.add_special_tokens,
+    /// chat.bos_added_by_runtime).
+    var chat = false
 }
 
 enum FinishReason: Equatable, Sendable {
     case eos
     case length
     case stopped
-    /// ExecuTorch's runner returned (end of sequence, length or stop; it does not say which).
-    case runnerDone
 
     var label: String {
         switch self {
-        case .eos: return "end of text"
+        case .eos: return "stop token (end of turn or text)"
         case .length: return "token limit"
         case .stopped: return "stopped"
-        case .runnerDone: return "done"
         }
     }
 }
 
 enum GenerationEvent: Equatable, Sendable {
-    /// The prompt was processed. Core ML reports the prefill time; ExecuTorch's runner reports
-    /// nothing until its first token, so its `seconds` is the time to the first token.
+    /// The prompt was processed (one call with every prompt token), in `seconds`.
     case prefill(promptTokens: Int?, seconds: Double)
     case text(String)
     case progress(tokens: Int, tokensPerSecond: Double)

@@ -5,15 +5,40 @@ import Foundation
 /// can be repeated.
 struct Sampler {
     var temperature: Float
+    var topP: Float
+    var topK: Int?
     private var rng: SplitMix64
 
-    init(temperature: Float, seed: UInt64) {
+    init(temperature: Float, seed: UInt64, topP: Float = 1, topK: Int? = nil) {
         self.temperature = temperature
+        self.topP = topP
+        self.topK = topK
         self.rng = SplitMix64(seed: seed)
     }
 
     mutating func next(_ logits: [Float]) -> Int {
-        temperature > 0 ? Sampler.sample(logits, temperature: temperature, using: &rng) : Sampler.argmax(logits)
+        guard temperature > 0 else { return Sampler.argmax(logits) }
+        return Sampler.sample(Sampler.nucleus(logits, temperature: temperature, topP: topP, topK: topK),
+                              temperature: temperature, using: &rng)
+    }
+
+    /// The logits with every id outside the top-k, and outside the smallest set whose probability
+    /// at this temperature reaches top-p, set to -infinity (temperature first, then top-k and
+    /// top-p, as transformers' warpers and `slm-export run` apply them).
+    static func nucleus(_ logits: [Float], temperature: Float, topP: Float, topK: Int?) -> [Float] {
+        let k = topK.map { $0 > 0 ? $0 : logits.count } ?? logits.count
+        guard topP < 1 || k < logits.count, !logits.isEmpty else { return logits }
+        let order = logits.indices.sorted { logits[$0] > logits[$1] }
+        let peak = Double(logits[order[0]])
+        let weights = order.map { exp((Double(logits[$0]) - peak) / Double(temperature)) }
+        let total = weights.reduce(0, +)
+        var kept = [Float](repeating: -Float.infinity, count: logits.count)
+        var before = 0.0
+        for (rank, id) in order.enumerated() where rank < k && before < Double(topP) * total {
+            kept[id] = logits[id]
+            before += weights[rank]
+        }
+        return kept
     }
 
     /// Index of the largest logit; the first one on ties (as `torch.argmax`). NaNs never win.

@@ -1,8 +1,9 @@
 import Foundation
 import Tokenizers
 
-/// The bundle's tokenizer.json through huggingface/swift-transformers' `Tokenizers`, for the
-/// Core ML runtime (ExecuTorch's TextRunner reads tokenizer.json itself, in C++).
+/// The bundle's tokenizer.json through huggingface/swift-transformers' `Tokenizers`, for both
+/// runtimes (the app encodes prompts and decodes ids itself, so streaming is byte-safe and stop
+/// ids are seen as ids).
 final class BundleTokenizer: @unchecked Sendable {
     private let tokenizer: any Tokenizer
     let addSpecialTokens: Bool
@@ -13,9 +14,10 @@ final class BundleTokenizer: @unchecked Sendable {
     }
 
     /// Encodes a prompt as the exporter does: with tokenizer.json's post-processor when the
-    /// manifest's `tokenizer.add_special_tokens` is true.
-    func encode(_ text: String) -> [Int] {
-        tokenizer.encode(text: text, addSpecialTokens: addSpecialTokens)
+    /// manifest's `tokenizer.add_special_tokens` is true; a rendered chat (`chat`) without it,
+    /// as apply_chat_template encodes (its template already wrote any BOS).
+    func encode(_ text: String, chat: Bool = false) -> [Int] {
+        tokenizer.encode(text: text, addSpecialTokens: chat ? false : addSpecialTokens)
     }
 
     /// Decodes generated ids for display, special tokens left out.

@@ -62,7 +62,7 @@ final class CoreMLEngine: TextEngine, @unchecked Sendable {
 
     func generate(prompt: String, options: GenerationOptions, stop: StopFlag,
                   emit: @escaping @Sendable (GenerationEvent) -> Void) throws {
-        let promptIds = tokenizer.encode(prompt)
+        let promptIds = tokenizer.encode(prompt, chat: options.chat)
         let prefill = try StatefulPlan.prefill(promptIds: promptIds, maxSeqLen: maxSeqLen)
         try StatefulPlan.checkVocabulary(promptIds, vocabSize: vocabSize)
         let budget = StatefulPlan.maxNewTokens(promptLength: promptIds.count, requested: options.maxNewTokens,
@@ -73,7 +73,7 @@ final class CoreMLEngine: TextEngine, @unchecked Sendable {
         var logits = try forward(prefill)
         emit(.prefill(promptTokens: promptIds.count, seconds: monotonicSeconds() - started))
 
-        var sampler = Sampler(temperature: options.temperature, seed: options.seed)
+        var sampler = Sampler(temperature: options.temperature, seed: options.seed, topP: options.topP, topK: options.topK)
         let tokenizer = self.tokenizer
         var text = StreamingDetokenizer { tokenizer.decode($0) }
         var rate = DecodeRate()

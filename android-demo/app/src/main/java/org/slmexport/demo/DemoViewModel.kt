@@ -14,15 +14,22 @@ import kotlinx.coroutines.flow.update
 import kotlinx.coroutines.launch
 import kotlinx.coroutines.withContext
 import org.slmexport.demo.bundle.ArtifactFormat
+import org.slmexport.demo.bundle.BundleSource
 import org.slmexport.demo.bundle.BundleRepository
 import org.slmexport.demo.bundle.BundleVerifier
 import org.slmexport.demo.bundle.LocatedBundle
 import org.slmexport.demo.bundle.ManifestException
+import org.slmexport.demo.bundle.PortableTemplateInfo
+import org.slmexport.demo.core.Affix
+import org.slmexport.demo.core.ChatMessage
+import org.slmexport.demo.core.HistoryTrimmer
+import org.slmexport.demo.core.PortableTemplate
 import org.slmexport.demo.metrics.TokensPerSecond
 import org.slmexport.demo.runtime.DemoException
 import org.slmexport.demo.runtime.ErrorMessages
 import org.slmexport.demo.runtime.ExecuTorchEngine
 import org.slmexport.demo.runtime.GenAiEngine
+import org.slmexport.demo.runtime.GenerationRequest
 import org.slmexport.demo.runtime.LlmEngine
 import org.slmexport.demo.selftest.SelfTestReport
 
@@ -58,12 +65,35 @@ data class UiState(
     val selfTest: SelfTestState = SelfTestState.NotRun,
     val prompt: String = "Once upon a time",
     val maxNewTokens: Int = 64,
+    /** 0 is greedy (as the host reference); above 0 samples within [topP]. */
+    val temperature: Float = 0f,
+    val topP: Float = 1f,
     val output: String = "",
+    /** A chat model's conversation (the manifest's chat.portable applies it); empty otherwise. */
+    val messages: List<ChatMessage> = emptyList(),
+    val draft: String = "",
+    val systemPrompt: String = "",
+    /** Shown when earlier messages no longer fit the context and were left out of the prompt. */
+    val historyNote: String? = null,
     val generating: Boolean = false,
     val speed: String? = null,
     val runtimeStats: String? = null,
     val error: String? = null,
 )
+
+/**
+ * The chat template of a chat bundle, when the app can apply it (manifest chat.portable); null for
+ * a base model, whose screen is the completion screen.
+ */
+fun chatTemplate(bundle: LocatedBundle?): PortableTemplate? {
+    val portable: PortableTemplateInfo = bundle?.manifest?.chat?.portable ?: return null
+    val roles = buildMap {
+        portable.roles.system?.let { put("system", Affix(it.prefix, it.suffix)) }
+        put("user", Affix(portable.roles.user.prefix, portable.roles.user.suffix))
+        put("assistant", Affix(portable.roles.assistant.prefix, portable.roles.assistant.suffix))
+    }
+    return PortableTemplate(portable.prefix, roles, portable.generationPrompt, portable.defaultSystem)
+}
 
 class DemoViewModel(application: Application) : AndroidViewModel(application) {
     private val repository = BundleRepository(application)
@@ -96,21 +126,27 @@ class DemoViewModel(application: Application) : AndroidViewModel(application) {
                         _state.update { it.copy(preparing = Preparing.Verifying(p.path, fraction(p.doneBytes, p.totalBytes))) }
                     }
                 }
+                if (!verification.ok && located.source == BundleSource.APK_ASSETS) {
+                    // The copy out of the APK went bad (storage error, a killed copy): the manifest
+                    // still matches, so locate() alone would keep the broken copy. Copy again once.
+                    val recopied = withContext(Dispatchers.IO) {
+                        repository.locate(forceCopy = true) { path, done, total ->
+                            _state.update { it.copy(preparing = Preparing.Copying(path, fraction(done, total))) }
+                        }
+                    }
+                    val again = withContext(Dispatchers.IO) { BundleVerifier().verify(recopied.dir, recopied.manifest) }
+                    if (!again.ok) {
+                        _state.update { it.copy(preparing = null, bundle = recopied, bundleError = again.summary()) }
+                        return@launch
+                    }
+                    finishPreparing(recopied, again.checkedFiles)
+                    return@launch
+                }
                 if (!verification.ok) {
                     _state.update { it.copy(preparing = null, bundle = located, bundleError = verification.summary()) }
                     return@launch
                 }
-                val runtimes = ArtifactFormat.entries.filter { located.manifest.artifact(it) != null }
-                if (runtimes.isEmpty()) {
-                    _state.update {
-                        it.copy(preparing = null, bundle = located, bundleError = "The bundle has no ExecuTorch or ONNX artifact (target '${located.manifest.target}'). Export it with --target android.")
-                    }
-                    return@launch
-                }
-                _state.update {
-                    it.copy(preparing = null, bundle = located, verifiedFiles = verification.checkedFiles, runtimes = runtimes, runtime = runtimes.first())
-                }
-                loadRuntime(runtimes.first())
+                finishPreparing(located, verification.checkedFiles)
             } catch (e: DemoException) {
                 _state.update { it.copy(preparing = null, bundleError = e.message) }
             } catch (e: ManifestException) {
@@ -119,6 +155,28 @@ class DemoViewModel(application: Application) : AndroidViewModel(application) {
                 _state.update { it.copy(preparing = null, bundleError = ErrorMessages.describe(e, "Preparing the bundle failed")) }
             }
         }
+    }
+
+    /** The verified bundle's runtimes and generation defaults, then the first runtime loaded. */
+    private fun finishPreparing(located: LocatedBundle, verifiedFiles: Int) {
+        val runtimes = ArtifactFormat.entries.filter { located.manifest.artifact(it) != null }
+        if (runtimes.isEmpty()) {
+            _state.update {
+                it.copy(preparing = null, bundle = located, bundleError = "The bundle has no ExecuTorch or ONNX artifact (target '${located.manifest.target}'). Export it with --target android.")
+            }
+            return
+        }
+        val defaults = located.manifest.chat?.generation
+        _state.update {
+            it.copy(
+                preparing = null, bundle = located, verifiedFiles = verifiedFiles, runtimes = runtimes,
+                runtime = runtimes.first(),
+                temperature = defaults?.temperature?.toFloat() ?: it.temperature,
+                topP = defaults?.topP?.toFloat() ?: it.topP,
+                maxNewTokens = defaults?.maxNewTokens?.coerceAtMost(located.manifest.model.maxSeqLen / 2) ?: it.maxNewTokens,
+            )
+        }
+        loadRuntime(runtimes.first())
     }
 
     fun selectRuntime(format: ArtifactFormat) {
@@ -174,6 +232,79 @@ class DemoViewModel(application: Application) : AndroidViewModel(application) {
 
     fun setMaxNewTokens(n: Int) = _state.update { it.copy(maxNewTokens = n) }
 
+    fun setTemperature(t: Float) = _state.update { it.copy(temperature = t) }
+
+    fun setTopP(p: Float) = _state.update { it.copy(topP = p) }
+
+    fun setDraft(text: String) = _state.update { it.copy(draft = text) }
+
+    fun setSystemPrompt(text: String) = _state.update { it.copy(systemPrompt = text) }
+
+    fun newChat() {
+        if (_state.value.generating) return
+        _state.update { it.copy(messages = emptyList(), historyNote = null, speed = null, runtimeStats = null, error = null) }
+    }
+
+    /**
+     * Sends the draft: the conversation (system prompt, earlier turns that still fit, the new
+     * message) rendered with the bundle's portable template, generated as a chat (no BOS added,
+     * stop tokens hidden), streamed into a new assistant message.
+     */
+    fun send() {
+        val e = engine ?: return
+        val s = _state.value
+        val template = chatTemplate(s.bundle) ?: return
+        if (s.generating || s.selfTest == SelfTestState.Running || s.draft.isBlank()) return
+        val maxSeqLen = s.bundle!!.manifest.model.maxSeqLen
+        val system = if (template.supportsSystem && s.systemPrompt.isNotBlank()) listOf(ChatMessage("system", s.systemPrompt)) else emptyList()
+        val history = s.messages + ChatMessage("user", s.draft)
+        val meter = TokensPerSecond()
+        viewModelScope.launch {
+            _state.update {
+                it.copy(generating = true, messages = history + ChatMessage("assistant", ""), draft = "", speed = null, runtimeStats = null, error = null)
+            }
+            try {
+                val result = withContext(inference) {
+                    val reply = minOf(s.maxNewTokens, maxSeqLen / 2)
+                    val trimmed = HistoryTrimmer.fit(system + history, maxSeqLen, reply) { msgs ->
+                        e.countTokens(template.render(msgs, addGenerationPrompt = true), chat = true)
+                    }
+                    _state.update {
+                        it.copy(historyNote = if (trimmed.dropped == 0) null else "${trimmed.dropped} earlier messages were left out to fit the model's ${maxSeqLen}-token context.")
+                    }
+                    val request = GenerationRequest(
+                        prompt = template.render(trimmed.messages, addGenerationPrompt = true), maxNewTokens = reply, chat = true,
+                        temperature = s.temperature, topP = s.topP.takeIf { it < 1f }, topK = s.bundle.manifest.chat?.generation?.topK,
+                    )
+                    meter.start()
+                    e.generate(request) { piece ->
+                        meter.onTokens(1)
+                        _state.update { st ->
+                            val last = st.messages.last()
+                            st.copy(messages = st.messages.dropLast(1) + last.copy(content = last.content + piece), speed = meter.format())
+                        }
+                    }
+                }
+                val end = when {
+                    result.stopped -> " · stopped"
+                    result.atStopToken -> " · end of turn"
+                    else -> " · token or context limit"
+                }
+                _state.update {
+                    it.copy(generating = false, messages = withoutEmptyReply(it.messages), speed = meter.format() + end, runtimeStats = result.runtimeStats)
+                }
+            } catch (t: Throwable) {
+                _state.update {
+                    it.copy(generating = false, messages = withoutEmptyReply(it.messages), error = ErrorMessages.describe(t, "Generation failed"))
+                }
+            }
+        }
+    }
+
+    /** A reply that produced no text (failed, or stopped at once) is not kept as an empty turn. */
+    private fun withoutEmptyReply(messages: List<ChatMessage>): List<ChatMessage> =
+        if (messages.lastOrNull()?.let { it.role == "assistant" && it.content.isEmpty() } == true) messages.dropLast(1) else messages
+
     fun generate() {
         val e = engine ?: return
         val s = _state.value
@@ -184,7 +315,7 @@ class DemoViewModel(application: Application) : AndroidViewModel(application) {
             try {
                 val result = withContext(inference) {
                     meter.start()
-                    e.generate(s.prompt, s.maxNewTokens) { piece ->
+                    e.generate(GenerationRequest(s.prompt, s.maxNewTokens, temperature = s.temperature, topP = s.topP.takeIf { it < 1f })) { piece ->
                         meter.onTokens(1)
                         _state.update { it.copy(output = it.output + piece, speed = meter.format()) }
                     }

@@ -34,8 +34,12 @@ class BundleRepository(private val context: Context) {
 
     private val installedDir: File get() = File(context.filesDir, SLM)
 
-    /** [progress] gets (file being copied, bytes done, bytes total) while assets are copied. */
-    fun locate(progress: (String, Long, Long) -> Unit = { _, _, _ -> }): LocatedBundle {
+    /**
+     * [progress] gets (file being copied, bytes done, bytes total) while assets are copied.
+     * [forceCopy]: copy the APK's bundle again even though the installed manifest matches (the
+     * installed files failed their sha256: a matching manifest does not make the copy good).
+     */
+    fun locate(forceCopy: Boolean = false, progress: (String, Long, Long) -> Unit = { _, _, _ -> }): LocatedBundle {
         sideloadDir()?.let { dir ->
             val manifestFile = File(dir, MANIFEST)
             if (manifestFile.isFile) {
@@ -52,7 +56,7 @@ class BundleRepository(private val context: Context) {
         val digest = BundleVerifier.sha256Of(assetManifest)
         val installedManifest = File(installedDir, MANIFEST)
         val upToDate = installedManifest.isFile && BundleVerifier.sha256Of(installedManifest.readBytes()) == digest
-        if (!upToDate) copyAssets(manifest, assetManifest, progress)
+        if (!upToDate || forceCopy) copyAssets(manifest, assetManifest, progress)
         return LocatedBundle(installedDir, BundleSource.APK_ASSETS, manifest, digest)
     }
 

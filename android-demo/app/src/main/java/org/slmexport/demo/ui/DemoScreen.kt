@@ -43,6 +43,7 @@ import org.slmexport.demo.Preparing
 import org.slmexport.demo.SelfTestState
 import org.slmexport.demo.UiState
 import org.slmexport.demo.bundle.ArtifactFormat
+import org.slmexport.demo.chatTemplate
 
 @Composable
 fun DemoApp(viewModel: DemoViewModel) {
@@ -66,6 +67,14 @@ fun DemoApp(viewModel: DemoViewModel) {
                         onRuntime = viewModel::selectRuntime,
                         onPrompt = viewModel::setPrompt,
                         onMaxTokens = viewModel::setMaxNewTokens,
+                        onTemperature = viewModel::setTemperature,
+                        onTopP = viewModel::setTopP,
+                        chat = ChatActions(
+                            onDraft = viewModel::setDraft,
+                            onSystem = viewModel::setSystemPrompt,
+                            onSend = viewModel::send,
+                            onNewChat = viewModel::newChat,
+                        ),
                         onGenerate = viewModel::generate,
                         onStop = viewModel::stop,
                         onSelfTest = viewModel::runSelfTest,
@@ -123,6 +132,9 @@ private fun MainScreen(
     onRuntime: (ArtifactFormat) -> Unit,
     onPrompt: (String) -> Unit,
     onMaxTokens: (Int) -> Unit,
+    onTemperature: (Float) -> Unit,
+    onTopP: (Float) -> Unit,
+    chat: ChatActions,
     onGenerate: () -> Unit,
     onStop: () -> Unit,
     onSelfTest: () -> Unit,
@@ -202,6 +214,26 @@ private fun MainScreen(
 
         SelfTestCard(state.selfTest, enabled = ready && !busy, onRun = onSelfTest)
 
+        GenerationSettings(state, maxSeqLen = manifest.model.maxSeqLen, onMaxTokens, onTemperature, onTopP)
+
+        if (chatTemplate(bundle) != null) {
+            ChatSection(state, ready = ready && !busy, actions = chat, onStop = onStop)
+            state.error?.let { ErrorCard(it, onDismiss = onDismissError) }
+            state.speed?.let { Text(it, style = MaterialTheme.typography.bodyMedium) }
+            state.runtimeStats?.let { Text(it, style = MaterialTheme.typography.bodySmall) }
+            Spacer(Modifier.height(24.dp))
+            return@Column
+        }
+        manifest.chat?.let { info ->
+            // a chat model whose template the app cannot apply: the completion screen, and why
+            Text(
+                "This model's chat template cannot be applied by the app (" + info.unsupported.joinToString("; ") +
+                    "); prompts are sent as plain text.",
+                style = MaterialTheme.typography.bodySmall,
+                color = MaterialTheme.colorScheme.error,
+            )
+        }
+
         OutlinedTextField(
             value = state.prompt,
             onValueChange = onPrompt,
@@ -209,13 +241,6 @@ private fun MainScreen(
             enabled = !state.generating,
             modifier = Modifier.fillMaxWidth(),
             minLines = 2,
-        )
-        Text("Up to ${state.maxNewTokens} new tokens", style = MaterialTheme.typography.bodySmall)
-        Slider(
-            value = state.maxNewTokens.toFloat(),
-            onValueChange = { onMaxTokens(it.toInt()) },
-            valueRange = 8f..maxOf(16f, manifest.model.maxSeqLen.toFloat()),
-            enabled = !state.generating,
         )
         Row(horizontalArrangement = Arrangement.spacedBy(12.dp)) {
             Button(onClick = onGenerate, enabled = ready && !busy && state.prompt.isNotBlank()) { Text("Generate") }
@@ -235,6 +260,96 @@ private fun MainScreen(
         state.speed?.let { Text(it, style = MaterialTheme.typography.bodyMedium) }
         state.runtimeStats?.let { Text(it, style = MaterialTheme.typography.bodySmall) }
         Spacer(Modifier.height(24.dp))
+    }
+}
+
+/** The chat screen's callbacks. */
+data class ChatActions(
+    val onDraft: (String) -> Unit,
+    val onSystem: (String) -> Unit,
+    val onSend: () -> Unit,
+    val onNewChat: () -> Unit,
+)
+
+/** Temperature (0: greedy, as the host reference), top-p and the reply length. */
+@Composable
+private fun GenerationSettings(
+    state: UiState,
+    maxSeqLen: Int,
+    onMaxTokens: (Int) -> Unit,
+    onTemperature: (Float) -> Unit,
+    onTopP: (Float) -> Unit,
+) {
+    Card(modifier = Modifier.fillMaxWidth()) {
+        Column(Modifier.padding(16.dp)) {
+            Text("Generation", style = MaterialTheme.typography.titleSmall)
+            Text(
+                if (state.temperature == 0f) "Temperature 0 (greedy)" else "Temperature ${"%.2f".format(state.temperature)}",
+                style = MaterialTheme.typography.bodySmall,
+            )
+            Slider(value = state.temperature, onValueChange = onTemperature, valueRange = 0f..1.5f, enabled = !state.generating)
+            // ExecuTorch's LlmGenerationConfig has no top-p: the runner samples from the whole distribution
+            val topPApplies = state.runtime != ArtifactFormat.EXECUTORCH
+            Text(
+                if (topPApplies) "Top-p ${"%.2f".format(state.topP)}" else "Top-p: not offered by ExecuTorch's runner",
+                style = MaterialTheme.typography.bodySmall,
+            )
+            Slider(value = state.topP, onValueChange = onTopP, valueRange = 0.05f..1f, enabled = !state.generating && state.temperature > 0f && topPApplies)
+            Text("Up to ${state.maxNewTokens} new tokens", style = MaterialTheme.typography.bodySmall)
+            Slider(
+                value = state.maxNewTokens.toFloat(),
+                onValueChange = { onMaxTokens(it.toInt()) },
+                valueRange = 8f..maxOf(16f, maxSeqLen.toFloat()),
+                enabled = !state.generating,
+            )
+        }
+    }
+}
+
+/**
+ * A chat model's screen: the system prompt (when the template has a turn for it), the messages,
+ * a note when early messages no longer fit the context, the draft, send, stop and new chat.
+ */
+@Composable
+private fun ChatSection(state: UiState, ready: Boolean, actions: ChatActions, onStop: () -> Unit) {
+    val template = chatTemplate(state.bundle) ?: return
+    Column(verticalArrangement = Arrangement.spacedBy(8.dp)) {
+        if (template.supportsSystem) {
+            OutlinedTextField(
+                value = state.systemPrompt,
+                onValueChange = actions.onSystem,
+                label = { Text("System prompt") },
+                placeholder = { Text(template.defaultSystem ?: "None") },
+                enabled = !state.generating,
+                modifier = Modifier.fillMaxWidth(),
+            )
+        } else {
+            Text("This model's template has no system turn: no system prompt.", style = MaterialTheme.typography.bodySmall)
+        }
+        state.historyNote?.let { Text(it, style = MaterialTheme.typography.bodySmall, color = MaterialTheme.colorScheme.tertiary) }
+        for ((index, message) in state.messages.withIndex()) {
+            val mine = message.role == "user"
+            val streaming = state.generating && index == state.messages.lastIndex
+            Card(modifier = Modifier.fillMaxWidth(if (mine) 1f else 0.95f)) {
+                Column(Modifier.padding(12.dp)) {
+                    Text(if (mine) "You" else "Model", style = MaterialTheme.typography.labelMedium, fontWeight = FontWeight.Bold)
+                    Text(message.content.ifEmpty { if (streaming) "…" else "" })
+                }
+            }
+        }
+        OutlinedTextField(
+            value = state.draft,
+            onValueChange = actions.onDraft,
+            label = { Text("Message") },
+            enabled = !state.generating,
+            modifier = Modifier.fillMaxWidth(),
+            minLines = 2,
+        )
+        Row(horizontalArrangement = Arrangement.spacedBy(12.dp)) {
+            Button(onClick = actions.onSend, enabled = ready && state.draft.isNotBlank()) { Text("Send") }
+            OutlinedButton(onClick = onStop, enabled = state.generating) { Text("Stop") }
+            TextButton(onClick = actions.onNewChat, enabled = !state.generating && state.messages.isNotEmpty()) { Text("New chat") }
+        }
     }
 }
 

@@ -23,6 +23,26 @@ class ErrorMessagesTest {
         assertTrue(text, text.contains("MemoryAllocationFailed"))
     }
 
+    /** The shape of org.pytorch.executorch.ExecutorchRuntimeException (1.4/1.5): a code property. */
+    private class ExecutorchRuntimeException(val errorCode: Int, message: String) : RuntimeException(message)
+
+    @Test
+    fun readsExecuTorchsOwnExceptionFormat() {
+        val thrown = ExecutorchRuntimeException(0x12, "[ExecuTorch Error 0x12] Invalid argument: Failed to generate")
+        val text = ErrorMessages.describe(thrown, "Generation failed", fromExecutorch = true)
+        assertEquals(
+            "ExecuTorch: Invalid argument: Failed to generate. ExecuTorch: the runtime was given an invalid argument " +
+                "(is the prompt longer than the model's context?) (InvalidArgument, code 0x12).",
+            text,
+        )
+        // without the code property, the bracketed hex code in the message is read
+        val plain = ErrorMessages.describe(RuntimeException("[ExecuTorch Error 0x21] Memory allocation failed: load"), fromExecutorch = true)
+        assertTrue(plain, plain.contains("MemoryAllocationFailed"))
+        // the callback's onError text gives the code in decimal
+        val decimal = ErrorMessages.describe(RuntimeException("generate() failed with error code 18"), fromExecutorch = true)
+        assertTrue(decimal, decimal.contains("InvalidArgument"))
+    }
+
     @Test
     fun leavesOtherMessagesAlone() {
         assertEquals("The model failed: status 404 from somewhere", ErrorMessages.describe(IllegalStateException("status 404 from somewhere")))

@@ -37,7 +37,10 @@ object ErrorMessages {
         return "ExecuTorch: $meaning ($name, code 0x%02x).".format(code)
     }
 
-    private val codeInMessage = Regex("""(?:error code|code|status)\s*[:=]?\s*(0x[0-9a-fA-F]+|\d+)""", RegexOption.IGNORE_CASE)
+    // ExecutorchRuntimeException's message (executorch-android 1.4/1.5):
+    // "[ExecuTorch Error 0x12] Invalid argument: details"; the callback's onError text says
+    // "generate() failed with error code 18" (decimal).
+    private val codeInMessage = Regex("""\[ExecuTorch Error (0x[0-9a-fA-F]+)]|error code\s*[:=]?\s*(0x[0-9a-fA-F]+|\d+)""", RegexOption.IGNORE_CASE)
 
     /**
      * A sentence for any failure of loading or generating. [fromExecutorch]: the throwable came out
@@ -56,19 +59,24 @@ object ErrorMessages {
             t.javaClass.name == "ai.onnxruntime.genai.GenAIException" ->
                 "ONNX Runtime GenAI: ${message.ifEmpty { "unknown error" }}"
             fromExecutorch || t.javaClass.name.startsWith("org.pytorch.executorch") ->
-                withCode("ExecuTorch: ${message.ifEmpty { "unknown error" }}".trimEnd('.'), message)
+                withCode("ExecuTorch: ${message.substringAfter("] ").ifEmpty { "unknown error" }}".trimEnd('.'), message, errorCodeOf(t))
             else -> "$action: ${message.ifEmpty { t.javaClass.simpleName }}"
         }
     }
 
-    private fun withCode(prefix: String, message: String): String {
-        val hint = codeHint(message)
+    private fun withCode(prefix: String, message: String, code: Int?): String {
+        val hint = codeHint(message, code)
         return if (hint.isEmpty()) prefix else "$prefix.$hint"
     }
 
-    private fun codeHint(message: String): String {
-        val raw = codeInMessage.find(message)?.groupValues?.get(1) ?: return ""
-        val code = if (raw.startsWith("0x", ignoreCase = true)) raw.substring(2).toIntOrNull(16) else raw.toIntOrNull()
+    /** ExecutorchRuntimeException.getErrorCode(), read by reflection so this stays plain Kotlin. */
+    private fun errorCodeOf(t: Throwable): Int? =
+        runCatching { t.javaClass.getMethod("getErrorCode").invoke(t) as? Int }.getOrNull()
+
+    private fun codeHint(message: String, known: Int?): String {
+        val code = known ?: codeInMessage.find(message)?.groupValues?.drop(1)?.firstOrNull { it.isNotEmpty() }?.let { raw ->
+            if (raw.startsWith("0x", ignoreCase = true)) raw.substring(2).toIntOrNull(16) else raw.toIntOrNull()
+        }
         return if (code == null || code == 0) "" else " " + executorchError(code)
     }
 }
