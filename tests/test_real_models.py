@@ -116,9 +116,10 @@ def test_smollm2_chat_through_onnx_runtime_genai(smollm2, smollm2_onnx):
 
 @pytest.mark.slow
 def test_smollm2_chat_through_executorch(smollm2, tmp_path):
-    """The same through ExecuTorch (8da8w-e8, what --quant auto ships for it on android)."""
+    """The same through ExecuTorch's runtime (fp32: XNNPACK lowers it in about a third of the time
+    8da8w-e8 takes on 2 cores; what this checks is the chat path, not the quantization)."""
     done = subprocess.run([sys.executable, "-m", "exporter", "--target", "android", "--formats", "executorch",
-                           "--quant", "8da8w-e8", "--model", str(smollm2), "--out", str(tmp_path), "--no-bundle"],
+                           "--quant", "none", "--model", str(smollm2), "--out", str(tmp_path), "--no-bundle"],
                           capture_output=True, text=True, timeout=3600)
     assert done.returncode == 0, done.stderr[-3000:]
     bundle = tmp_path / "android"
