@@ -1,6 +1,6 @@
 """The decoder math, written once for every family.
 
-A family (llama, qwen2, mistral, gpt2, ...) is a `DecoderSpec`: which norm, which MLP, which
+A family (llama, qwen2, qwen3, mistral, gpt2, ...) is a `DecoderSpec`: which norm, which MLP, which
 position scheme, which biases. The runtimes differ only in how the KV cache enters and leaves
 the graph; that difference lives in a cache object passed to `Decoder.forward` (see cache.py),
 never in copies of the model.
@@ -55,6 +55,7 @@ class DecoderSpec:
     mlp_bias: bool = False
     tie_word_embeddings: bool = False
     sliding_window: int | None = None
+    qk_norm: bool = False  # RMSNorm over each head's q and k before RoPE (Qwen3, Gemma 3)
     extra: dict = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
@@ -80,7 +81,7 @@ class DecoderSpec:
         q, kv = self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim
         attn = e * q + 2 * e * kv + q * e + (q + 2 * kv if self.qkv_bias else 0) + (e if self.o_bias else 0)
         mlp = (3 if self.mlp == "gated" else 2) * e * f + ((2 * f + e) if self.mlp_bias else 0)
-        norms = (2 if self.norm == "rms" else 4) * e
+        norms = (2 if self.norm == "rms" else 4) * e + (2 * self.head_dim if self.qk_norm else 0)
         per_layer = attn + mlp + norms
         head = 0 if self.tie_word_embeddings else v * e
         learned = self.max_position_embeddings * e if self.positions == "learned" else 0
@@ -194,11 +195,16 @@ class Attention(nn.Module):
         self.k_proj = nn.Linear(e, self.num_kv_heads * self.head_dim, bias=spec.qkv_bias)
         self.v_proj = nn.Linear(e, self.num_kv_heads * self.head_dim, bias=spec.qkv_bias)
         self.o_proj = nn.Linear(self.num_heads * self.head_dim, e, bias=spec.o_bias)
+        if spec.qk_norm:
+            self.q_norm = RMSNorm(self.head_dim, spec.norm_eps)
+            self.k_norm = RMSNorm(self.head_dim, spec.norm_eps)
 
     def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None, cache) -> torch.Tensor:
         b, t, _ = x.shape
         q = self.q_proj(x).view(b, t, self.num_heads, self.head_dim)  # [B,T,H,D]
         k = self.k_proj(x).view(b, t, self.num_kv_heads, self.head_dim)  # [B,T,K,D]
+        if hasattr(self, "q_norm"):
+            q, k = self.q_norm(q), self.k_norm(k)
         v = self.v_proj(x).view(b, t, self.num_kv_heads, self.head_dim)
         if getattr(cache, "token_major", False):
             # The cache takes [B,T,H,D] as projected (ExecuTorch's LLM kernels): no transposes,

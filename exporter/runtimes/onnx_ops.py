@@ -180,11 +180,18 @@ class PackedAttention(nn.Module):
         self.num_heads, self.num_kv_heads, self.head_dim = attn.num_heads, attn.num_kv_heads, attn.head_dim
         self.qkv_proj = TransposedLinear(attn.q_proj, attn.k_proj, attn.v_proj)
         self.o_proj = TransposedLinear(attn.o_proj)
+        if hasattr(attn, "q_norm"):  # per-head q/k norms (Qwen3) run between the projection and GQA
+            self.q_norm, self.k_norm = FusedRMSNorm(attn.q_norm), FusedRMSNorm(attn.k_norm)
 
     def forward(self, x: torch.Tensor, rope, cache) -> torch.Tensor:
         b, t, _ = x.shape
         h, kv, d = self.num_heads, self.num_kv_heads, self.head_dim
         qkv = self.qkv_proj(x)
+        if hasattr(self, "q_norm"):
+            q, k, v = qkv[..., : h * d], qkv[..., h * d: (h + kv) * d], qkv[..., (h + kv) * d:]
+            q = self.q_norm(q.reshape(b, t, h, d)).reshape(b, t, h * d)
+            k = self.k_norm(k.reshape(b, t, kv, d)).reshape(b, t, kv * d)
+            qkv = torch.cat([q, k, v], dim=-1)
         if rope is None or self.rotary:
             return self.o_proj(cache.attend_packed(self.layer_index, qkv, h, kv))
         q, k, v = qkv[..., : h * d], qkv[..., h * d: (h + kv) * d], qkv[..., (h + kv) * d:]
