@@ -20,6 +20,7 @@ import torch
 from .chat import TEMPLATE_FILES, ChatSpec, load_chat_spec
 from .errors import InputError
 from .models import MODELS, ConfigError, Decoder, DecoderSpec, Family, HFConfig
+from .models.family import split_rows
 
 log = logging.getLogger(__name__)
 
@@ -268,7 +269,14 @@ def load_weights(checkpoint: Checkpoint, model: Decoder) -> None:
                 tensor = handle.get_tensor(name)
             except Exception as e:  # truncated data surfaces here
                 raise CheckpointError(f"{file}: cannot read tensor {name!r} ({e})") from None
-            parts = rule.transform(tensor) if tensor.dim() else (tensor,)
+            if rule.transform is split_rows:
+                rows = [targets[o].shape[0] for o in rule.ours]
+                if tensor.dim() == 0 or tensor.shape[0] != sum(rows):
+                    raise CheckpointError(f"{file}: tensor {name!r} has shape {list(tensor.shape)}; the config implies "
+                                          f"{sum(rows)} rows ({' + '.join(map(str, rows))} for {', '.join(rule.ours)})")
+                parts = torch.split(tensor, rows, dim=0)
+            else:
+                parts = rule.transform(tensor) if tensor.dim() else (tensor,)
             for our_name, part in zip(rule.ours, parts, strict=True):
                 param = targets[our_name]
                 if tuple(part.shape) != tuple(param.shape):

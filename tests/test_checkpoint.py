@@ -130,3 +130,23 @@ def test_shard_outside_the_directory_is_refused(llama_dir):
     (llama_dir / "model.safetensors.index.json").write_text(json.dumps(index))
     with pytest.raises(CheckpointError, match="outside the checkpoint directory"):
         load_checkpoint(llama_dir)
+
+
+def test_phi3_long_context_rope_is_refused_by_name(tmp_path, family_checkpoint):
+    folder = tmp_path / "phi3"
+    shutil.copytree(family_checkpoint("phi3", "partial-rotary-half-gqa2"), folder)
+    edit_json(folder / "config.json", rope_scaling={"rope_type": "longrope", "short_factor": [1.0], "long_factor": [1.0]})
+    with pytest.raises(CheckpointError, match="rope scaling 'longrope' .* not supported"):
+        load_checkpoint(folder)
+
+
+def test_a_fused_weight_of_the_wrong_size_names_its_parts(tmp_path, family_checkpoint):
+    folder = tmp_path / "phi3"
+    shutil.copytree(family_checkpoint("phi3", "partial-rotary-half-gqa2"), folder)
+    weights = load_file(folder / "model.safetensors")
+    name = "model.layers.0.self_attn.qkv_proj.weight"
+    weights[name] = weights[name][:-4]
+    save_file(weights, folder / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(CheckpointError, match=r"qkv_proj.weight' has shape \[124, 64\]; the config implies 128 rows "
+                                              r"\(64 \+ 32 \+ 32 for layers.0.attn.q_proj.weight"):
+        build_model(load_checkpoint(folder))

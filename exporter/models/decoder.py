@@ -56,7 +56,13 @@ class DecoderSpec:
     tie_word_embeddings: bool = False
     sliding_window: int | None = None
     qk_norm: bool = False  # RMSNorm over each head's q and k before RoPE (Qwen3, Gemma 3)
+    rotary_dim: int | None = None  # RoPE on the first rotary_dim dims of each head only (None: all; Phi-3)
     extra: dict = field(default_factory=dict, compare=False)
+
+    @property
+    def rope_dim(self) -> int:
+        """How many leading dims of each head RoPE rotates."""
+        return self.rotary_dim or self.head_dim
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "hidden_size", "num_layers", "num_heads", "num_kv_heads",
@@ -69,6 +75,9 @@ class DecoderSpec:
                              f"num_key_value_heads ({self.num_kv_heads})")
         if self.positions == "rope" and self.head_dim % 2:
             raise ValueError(f"head_dim must be even for RoPE, got {self.head_dim}")
+        if self.rotary_dim is not None and not (0 < self.rotary_dim <= self.head_dim and self.rotary_dim % 2 == 0):
+            raise ValueError(f"the rotary dimension must be even and within head_dim ({self.head_dim}), "
+                             f"got {self.rotary_dim}")
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"unsupported activation {self.activation!r} "
                              f"(supported: {', '.join(sorted(ACTIVATIONS))})")
@@ -140,7 +149,7 @@ def make_norm(spec: DecoderSpec) -> nn.Module:
 
 def rope_inverse_frequencies(spec: DecoderSpec) -> torch.Tensor:
     """HF-compatible inverse frequencies, including static scaling (linear, llama3)."""
-    d = spec.head_dim
+    d = spec.rope_dim
     inv_freq = 1.0 / (spec.rope_theta ** (torch.arange(0, d, 2, dtype=torch.float64) / d))
     scaling = spec.rope_scaling
     if scaling is None:
@@ -180,6 +189,9 @@ class RotaryTables(nn.Module):
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    rotated_dims = cos.shape[-1]
+    if rotated_dims < x.shape[-1]:  # partial rotary: the rest of each head passes through
+        return torch.cat([apply_rope(x[..., :rotated_dims], cos, sin), x[..., rotated_dims:]], dim=-1)
     half = x.shape[-1] // 2
     rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
     return x * cos + rotated * sin

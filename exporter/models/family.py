@@ -31,6 +31,13 @@ def _identity(t: torch.Tensor) -> tuple[torch.Tensor, ...]:
     return (t,)
 
 
+def split_rows(t: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """A fused weight ([q|k|v] or [gate|up] stacked along dim 0) split into the rule's parameters,
+    each as many rows as that parameter has: the loader does the split, since only the built model
+    knows the sizes (this function is its marker)."""
+    raise NotImplementedError("split_rows is applied by checkpoint.load_weights")
+
+
 @dataclass(frozen=True)
 class WeightRule:
     checkpoint: str

@@ -32,9 +32,9 @@ from ..models.decoder import Attention, Decoder, DecoderSpec, RMSNorm, apply_rop
 
 def rotary_in_attention(spec: DecoderSpec) -> bool:
     """Whether GroupQueryAttention applies RoPE itself (do_rotary=1, cos/sin caches [P, D/2]).
-    onnxruntime's kernel requires a head size that is a multiple of 16 for that; otherwise RoPE
-    stays in the graph and GQA gets rotated q/k."""
-    return spec.positions == "rope" and spec.head_dim % 16 == 0
+    onnxruntime's kernel requires a head size that is a multiple of 16 for that; otherwise (and
+    for partial rotary) RoPE stays in the graph and GQA gets rotated q/k."""
+    return spec.positions == "rope" and spec.head_dim % 16 == 0 and spec.rope_dim == spec.head_dim
 
 
 def _rotary_positions(attention_mask: torch.Tensor, t: int) -> torch.Tensor:
