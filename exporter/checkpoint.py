@@ -20,7 +20,7 @@ import torch
 from .chat import TEMPLATE_FILES, ChatSpec, load_chat_spec
 from .errors import InputError
 from .models import MODELS, ConfigError, Decoder, DecoderSpec, Family, HFConfig
-from .models.family import split_rows
+from .models.family import SpecTransform, split_rows
 
 log = logging.getLogger(__name__)
 
@@ -275,6 +275,8 @@ def load_weights(checkpoint: Checkpoint, model: Decoder) -> None:
                     raise CheckpointError(f"{file}: tensor {name!r} has shape {list(tensor.shape)}; the config implies "
                                           f"{sum(rows)} rows ({' + '.join(map(str, rows))} for {', '.join(rule.ours)})")
                 parts = torch.split(tensor, rows, dim=0)
+            elif isinstance(rule.transform, SpecTransform):
+                parts = rule.transform(tensor, spec)
             else:
                 parts = rule.transform(tensor) if tensor.dim() else (tensor,)
             for our_name, part in zip(rule.ours, parts, strict=True):

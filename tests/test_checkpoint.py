@@ -150,3 +150,13 @@ def test_a_fused_weight_of_the_wrong_size_names_its_parts(tmp_path, family_check
     with pytest.raises(CheckpointError, match=r"qkv_proj.weight' has shape \[124, 64\]; the config implies 128 rows "
                                               r"\(64 \+ 32 \+ 32 for layers.0.attn.q_proj.weight"):
         build_model(load_checkpoint(folder))
+
+
+@pytest.mark.parametrize(("change", "message"), [({"rotary_dim": 7}, "rotary_dim must be an even number up to the head size"),
+                                                 ({"tie_word_embeddings": True}, "its head has a bias")])
+def test_gptj_configs_it_cannot_build_are_refused_by_field(tmp_path, family_checkpoint, change, message):
+    folder = tmp_path / "gptj"
+    shutil.copytree(family_checkpoint("gptj", "rotary-8-of-16"), folder)
+    edit_json(folder / "config.json", **change)
+    with pytest.raises(CheckpointError, match=message):
+        load_checkpoint(folder)

@@ -1,6 +1,6 @@
 """The decoder math, written once for every family.
 
-A family (llama, qwen2, qwen3, mistral, gpt2, ...) is a `DecoderSpec`: which norm, which MLP, which
+A family (llama, qwen2, qwen3, mistral, phi3, gpt2, gptj, ...) is a `DecoderSpec`: which norm, which MLP, which
 position scheme, which biases. The runtimes differ only in how the KV cache enters and leaves
 the graph; that difference lives in a cache object passed to `Decoder.forward` (see cache.py),
 never in copies of the model.
@@ -57,6 +57,8 @@ class DecoderSpec:
     sliding_window: int | None = None
     qk_norm: bool = False  # RMSNorm over each head's q and k before RoPE (Qwen3, Gemma 3)
     rotary_dim: int | None = None  # RoPE on the first rotary_dim dims of each head only (None: all; Phi-3)
+    parallel_block: bool = False  # attention and MLP both read one norm of x, their sum is added (GPT-J)
+    head_bias: bool = False  # the LM head has a bias (GPT-J)
     extra: dict = field(default_factory=dict, compare=False)
 
     @property
@@ -90,9 +92,10 @@ class DecoderSpec:
         q, kv = self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim
         attn = e * q + 2 * e * kv + q * e + (q + 2 * kv if self.qkv_bias else 0) + (e if self.o_bias else 0)
         mlp = (3 if self.mlp == "gated" else 2) * e * f + ((2 * f + e) if self.mlp_bias else 0)
-        norms = (2 if self.norm == "rms" else 4) * e + (2 * self.head_dim if self.qk_norm else 0)
+        norms = (1 if self.parallel_block else 2) * (1 if self.norm == "rms" else 2) * e \
+            + (2 * self.head_dim if self.qk_norm else 0)
         per_layer = attn + mlp + norms
-        head = 0 if self.tie_word_embeddings else v * e
+        head = (0 if self.tie_word_embeddings else v * e) + (v if self.head_bias else 0)
         learned = self.max_position_embeddings * e if self.positions == "learned" else 0
         final_norm = e if self.norm == "rms" else 2 * e
         return v * e + learned + self.num_layers * per_layer + final_norm + head
@@ -251,12 +254,17 @@ class MLP(nn.Module):
 class Block(nn.Module):
     def __init__(self, spec: DecoderSpec, layer_index: int):
         super().__init__()
+        self.parallel = spec.parallel_block
         self.input_norm = make_norm(spec)
         self.attn = Attention(spec, layer_index)
-        self.post_attention_norm = make_norm(spec)
+        if not self.parallel:
+            self.post_attention_norm = make_norm(spec)
         self.mlp = MLP(spec)
 
     def forward(self, x, rope, cache):
+        if self.parallel:
+            h = self.input_norm(x)
+            return x + self.attn(h, rope, cache) + self.mlp(h)
         x = x + self.attn(self.input_norm(x), rope, cache)
         return x + self.mlp(self.post_attention_norm(x))
 
@@ -278,7 +286,7 @@ class Decoder(nn.Module):
             self.rotary = RotaryTables(spec, self.max_positions)
         self.layers = nn.ModuleList(Block(spec, i) for i in range(spec.num_layers))
         self.norm = make_norm(spec)
-        self.lm_head = nn.Linear(spec.hidden_size, spec.vocab_size, bias=False)
+        self.lm_head = nn.Linear(spec.hidden_size, spec.vocab_size, bias=spec.head_bias)
         if spec.tie_word_embeddings:
             self.lm_head.weight = self.embed_tokens.weight  # one tensor, stored once
 

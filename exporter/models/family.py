@@ -38,6 +38,17 @@ def split_rows(t: torch.Tensor) -> tuple[torch.Tensor, ...]:
     raise NotImplementedError("split_rows is applied by checkpoint.load_weights")
 
 
+class SpecTransform:
+    """A weight transform that needs the model's shape (heads, head_dim, ...): called with the
+    tensor and the `DecoderSpec` by the loader."""
+
+    def __init__(self, fn: Callable[[torch.Tensor, DecoderSpec], tuple[torch.Tensor, ...]]):
+        self.fn = fn
+
+    def __call__(self, t: torch.Tensor, spec: DecoderSpec) -> tuple[torch.Tensor, ...]:
+        return self.fn(t, spec)
+
+
 @dataclass(frozen=True)
 class WeightRule:
     checkpoint: str
