@@ -40,6 +40,7 @@ def describe(checkpoint: Checkpoint) -> dict[str, Any]:
         "context": spec.max_position_embeddings,
         "tied_embeddings": spec.tie_word_embeddings,
         "rope_scaling": spec.rope_scaling.kind if spec.rope_scaling else None,
+        "layer_windows": spec.windows(),  # each layer's sliding window (None: global attention)
         "tokenizer": {"path": str(checkpoint.tokenizer.tokenizer_json), "vocab": checkpoint.tokenizer.vocab_size},
         "chat": _chat(checkpoint),
         "bos_token_id": checkpoint.bos_token_id,
@@ -49,6 +50,20 @@ def describe(checkpoint: Checkpoint) -> dict[str, Any]:
         "config_unknown_keys": sorted(checkpoint.config.extra),
         "targets": targets,
     }
+
+
+def _render_windows(windows: list) -> str:
+    """'global on all 30 layers', or the layer types in order, runs collapsed."""
+    names = ["global" if w is None else f"local (window {w})" for w in windows]
+    if len(set(names)) == 1:
+        return f"{names[0]} on all {len(names)} layers"
+    runs: list[list] = []
+    for name in names:
+        if runs and runs[-1][0] == name:
+            runs[-1][1] += 1
+        else:
+            runs.append([name, 1])
+    return "layer types " + ", ".join(f"{name} x{count}" if count > 1 else name for name, count in runs)
 
 
 def _chat(checkpoint: Checkpoint) -> dict[str, Any] | None:
@@ -87,6 +102,7 @@ def render(info: dict[str, Any]) -> str:
         f"context      {info['context']:,} positions" + (f", rope scaling {info['rope_scaling']}"
                                                        if info["rope_scaling"] else ""),
         f"embeddings   {'tied (stored once)' if info['tied_embeddings'] else 'untied'}",
+        f"attention    {_render_windows(info['layer_windows'])}",
         f"tokenizer    {info['tokenizer']['path']}",
         f"bos / stop   {info['bos_token_id']} / {info['eos_token_ids']}",
         *_render_chat(info["chat"]),

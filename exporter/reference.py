@@ -19,8 +19,7 @@ class ReferenceLM:
         self.model = model.eval()
         spec = model.spec
         self.max_seq_len = max_seq_len
-        self.cache = StaticKVCache(spec.num_layers, spec.num_kv_heads, max_seq_len, spec.head_dim,
-                                   spec.sliding_window)
+        self.cache = StaticKVCache(spec.num_layers, spec.num_kv_heads, max_seq_len, spec.head_dim, spec.windows())
         self.length = 0
 
     def reset(self) -> None:
@@ -43,7 +42,7 @@ class ReferenceLM:
         """All-positions logits in one cache-free pass: [len(ids), V]."""
         tokens = torch.tensor([list(ids)], dtype=torch.long)
         positions = torch.arange(len(ids))[None]
-        return self.model(tokens, positions, NoCache(len(ids), sliding_window=self.model.spec.sliding_window))[0]
+        return self.model(tokens, positions, NoCache(len(ids), sliding_window=self.model.spec.windows()))[0]
 
     def greedy(self, prompt_ids: Sequence[int], max_new_tokens: int,
                eos_ids: Sequence[int] = ()) -> tuple[list[int], torch.Tensor]:

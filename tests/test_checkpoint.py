@@ -160,3 +160,13 @@ def test_gptj_configs_it_cannot_build_are_refused_by_field(tmp_path, family_chec
     edit_json(folder / "config.json", **change)
     with pytest.raises(CheckpointError, match=message):
         load_checkpoint(folder)
+
+
+def test_gpt_neo_attention_types_that_do_not_cover_every_layer_are_refused(tmp_path, family_checkpoint):
+    folder = tmp_path / "neo"
+    shutil.copytree(family_checkpoint("gpt_neo", "global-local-window-24"), folder)
+    edit_json(folder / "config.json", attention_types=[[["global", "local"], 1]])
+    with pytest.raises(CheckpointError, match="attention_types gives 2 layers .* expected 4"):
+        load_checkpoint(folder)
+    checkpoint = load_checkpoint(family_checkpoint("gpt_neo", "global-local-window-24"))
+    assert checkpoint.spec.windows() == [None, 24, None, 24] and checkpoint.spec.attention_scale == 1.0

@@ -48,7 +48,7 @@ def test_inspect_every_family(family, case, family_checkpoint):
     result = slm("inspect", "--model", str(family_checkpoint(family, case)))
     assert result.returncode == 0, result.stderr
     assert f"family       {family}" in result.stdout
-    assert "--target android" in result.stdout
+    assert "--target android" in result.stdout and "attention    " in result.stdout
 
 
 @pytest.mark.parametrize("args", [

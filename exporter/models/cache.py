@@ -33,6 +33,18 @@ def causal_mask(query_positions: torch.Tensor, key_positions: torch.Tensor,
     return allowed
 
 
+def per_layer(windows, num_layers: int | None = None) -> list[int | None]:
+    """One window (or None) per layer from a single window or a per-layer list."""
+    if isinstance(windows, list | tuple):
+        return list(windows)
+    return [windows] * (num_layers or 0)
+
+
+def layer_masks(query_positions, key_positions, windows: list[int | None]) -> dict[int | None, torch.Tensor]:
+    """The causal mask of each distinct window among the layers' (built once each)."""
+    return {w: causal_mask(query_positions, key_positions, w) for w in dict.fromkeys(windows)}
+
+
 def masked_attention(q, k, v, mask):
     """q [B,H,T,D], k/v [B,K,S,D], mask bool broadcastable to [B,H,T,S] -> [B,H,T,D]."""
     h = q.shape[1]
@@ -42,15 +54,18 @@ def masked_attention(q, k, v, mask):
 class NoCache:
     """Full-sequence causal attention over this call's tokens only (training, one-shot scoring).
 
-    Positions are assumed to be 0..T-1, i.e. the call holds the whole sequence.
+    Positions are assumed to be 0..T-1, i.e. the call holds the whole sequence. `sliding_window`:
+    one window for every layer, or a list with each layer's (None: global).
     """
 
-    def __init__(self, seq_len: int, device=None, sliding_window: int | None = None):
+    def __init__(self, seq_len: int, device=None, sliding_window: int | None | list[int | None] = None):
         pos = torch.arange(seq_len, device=device)
-        self.mask = causal_mask(pos, pos, sliding_window)
+        self.windows = sliding_window
+        self.masks = layer_masks(pos, pos, per_layer(sliding_window, 1))
 
     def attend(self, layer_index, q, k, v):
-        return masked_attention(q, k, v, self.mask)
+        window = self.windows[layer_index] if isinstance(self.windows, list | tuple) else self.windows
+        return masked_attention(q, k, v, self.masks[window])
 
 
 class StaticKVCache(nn.Module):
@@ -61,11 +76,11 @@ class StaticKVCache(nn.Module):
     """
 
     def __init__(self, num_layers: int, num_kv_heads: int, max_seq_len: int, head_dim: int,
-                 sliding_window: int | None = None, dtype=torch.float32):
+                 sliding_window: int | None | list[int | None] = None, dtype=torch.float32):
         super().__init__()
         self.num_layers = num_layers
         self.max_seq_len = max_seq_len
-        self.sliding_window = sliding_window
+        self.windows = per_layer(sliding_window, num_layers)  # each layer's window (None: global)
         shape = (1, num_kv_heads, max_seq_len, head_dim)
         for i in range(num_layers):
             self.register_buffer(f"k_{i}", torch.zeros(shape, dtype=dtype), persistent=False)
@@ -79,14 +94,14 @@ class StaticKVCache(nn.Module):
     def bind(self, positions: torch.Tensor) -> _BoundStaticCache:
         """positions [T] int64: the absolute positions of this call's tokens."""
         keys = torch.arange(self.max_seq_len, device=positions.device)
-        return _BoundStaticCache(self, positions, causal_mask(positions, keys, self.sliding_window))
+        return _BoundStaticCache(self, positions, layer_masks(positions, keys, self.windows))
 
 
 class _BoundStaticCache:
     """One call's view of a StaticKVCache: where to write, and what may be read."""
 
-    def __init__(self, cache: StaticKVCache, positions: torch.Tensor, mask: torch.Tensor):
-        self.cache, self.positions, self.mask = cache, positions, mask
+    def __init__(self, cache: StaticKVCache, positions: torch.Tensor, masks: dict[int | None, torch.Tensor]):
+        self.cache, self.positions, self.masks = cache, positions, masks
 
     def attend(self, layer_index, q, k, v):
         k_all = getattr(self.cache, f"k_{layer_index}")
@@ -94,4 +109,4 @@ class _BoundStaticCache:
         # index_copy_ along the sequence axis: exported as an in-place buffer mutation.
         k_all.index_copy_(2, self.positions, k.to(k_all.dtype))
         v_all.index_copy_(2, self.positions, v.to(v_all.dtype))
-        return masked_attention(q, k_all.to(q.dtype), v_all.to(q.dtype), self.mask)
+        return masked_attention(q, k_all.to(q.dtype), v_all.to(q.dtype), self.masks[self.cache.windows[layer_index]])

@@ -59,7 +59,16 @@ class DecoderSpec:
     rotary_dim: int | None = None  # RoPE on the first rotary_dim dims of each head only (None: all; Phi-3)
     parallel_block: bool = False  # attention and MLP both read one norm of x, their sum is added (GPT-J)
     head_bias: bool = False  # the LM head has a bias (GPT-J)
+    # Per layer: its sliding window, or None for global attention (GPT-Neo, Gemma 3); None here:
+    # every layer has `sliding_window`.
+    layer_windows: tuple[int | None, ...] | None = None
+    # The factor on q.k (None: 1/sqrt(head_dim)); GPT-Neo uses 1.0, Gemma 3 query_pre_attn_scalar**-0.5.
+    attention_scale: float | None = None
     extra: dict = field(default_factory=dict, compare=False)
+
+    def windows(self) -> list[int | None]:
+        """Each layer's sliding window (None: global attention)."""
+        return list(self.layer_windows) if self.layer_windows is not None else [self.sliding_window] * self.num_layers
 
     @property
     def rope_dim(self) -> int:
@@ -85,6 +94,10 @@ class DecoderSpec:
                              f"(supported: {', '.join(sorted(ACTIVATIONS))})")
         if not (self.norm_eps > 0):
             raise ValueError(f"norm eps must be positive, got {self.norm_eps!r}")
+        if self.layer_windows is not None and (len(self.layer_windows) != self.num_layers or any(
+                w is not None and (not isinstance(w, int) or w <= 0) for w in self.layer_windows)):
+            raise ValueError(f"layer_windows needs one positive window (or None) per layer ({self.num_layers}), "
+                             f"got {self.layer_windows!r}")
 
     @property
     def num_parameters(self) -> int:
@@ -210,6 +223,8 @@ class Attention(nn.Module):
         self.k_proj = nn.Linear(e, self.num_kv_heads * self.head_dim, bias=spec.qkv_bias)
         self.v_proj = nn.Linear(e, self.num_kv_heads * self.head_dim, bias=spec.qkv_bias)
         self.o_proj = nn.Linear(self.num_heads * self.head_dim, e, bias=spec.o_bias)
+        # Every attention kernel scales q.k by 1/sqrt(head_dim); another scale is folded into q.
+        self.q_factor = None if spec.attention_scale is None else spec.attention_scale * math.sqrt(self.head_dim)
         if spec.qk_norm:
             self.q_norm = RMSNorm(self.head_dim, spec.norm_eps)
             self.k_norm = RMSNorm(self.head_dim, spec.norm_eps)
@@ -220,6 +235,8 @@ class Attention(nn.Module):
         k = self.k_proj(x).view(b, t, self.num_kv_heads, self.head_dim)  # [B,T,K,D]
         if hasattr(self, "q_norm"):
             q, k = self.q_norm(q), self.k_norm(k)
+        if self.q_factor is not None:
+            q = q * self.q_factor
         v = self.v_proj(x).view(b, t, self.num_kv_heads, self.head_dim)
         if getattr(cache, "token_major", False):
             # The cache takes [B,T,H,D] as projected (ExecuTorch's LLM kernels): no transposes,

@@ -72,8 +72,8 @@ class _StateCache:
     """Writes this call's k/v into the state buffers at [start, end) and attends over the whole
     cache with the model's own causal mask."""
 
-    def __init__(self, owner: CoreMLDecoder, start, end, mask):
-        self.owner, self.start, self.end, self.mask = owner, start, end, mask
+    def __init__(self, owner: CoreMLDecoder, start, end, masks: dict):
+        self.owner, self.start, self.end, self.masks = owner, start, end, masks  # window -> mask
 
     def attend(self, layer_index, q, k, v):
         from ..models.cache import masked_attention
@@ -81,7 +81,8 @@ class _StateCache:
         keys, values = self.owner.keyCache, self.owner.valueCache
         keys[layer_index: layer_index + 1, :, :, self.start: self.end, :] = k.to(keys.dtype).unsqueeze(0)
         values[layer_index: layer_index + 1, :, :, self.start: self.end, :] = v.to(values.dtype).unsqueeze(0)
-        return masked_attention(q, keys[layer_index].to(q.dtype), values[layer_index].to(q.dtype), self.mask)
+        mask = self.masks[self.owner.windows[layer_index]]
+        return masked_attention(q, keys[layer_index].to(q.dtype), values[layer_index].to(q.dtype), mask)
 
 
 class CoreMLDecoder(nn.Module):
@@ -92,17 +93,19 @@ class CoreMLDecoder(nn.Module):
         shape = (spec.num_layers, 1, spec.num_kv_heads, max_seq_len, spec.head_dim)
         self.register_buffer("keyCache", torch.zeros(shape, dtype=torch.float16))
         self.register_buffer("valueCache", torch.zeros(shape, dtype=torch.float16))
+        self.windows = spec.windows()  # each layer's sliding window (None: global)
 
     def forward(self, inputIds: torch.Tensor, causalMask: torch.Tensor) -> torch.Tensor:  # noqa: N803 (Swift names)
         q, end = inputIds.shape[1], causalMask.shape[-1]
         start = end - q
         positions = torch.arange(q) + start  # [q]
         slots = torch.arange(self.keyCache.shape[3])
-        allowed = slots[None, :] <= positions[:, None]
-        window = self.decoder.spec.sliding_window
-        if window is not None:
-            allowed = torch.logical_and(allowed, slots[None, :] > positions[:, None] - window)
-        cache = _StateCache(self, start, end, allowed[None, None])
+        causal = slots[None, :] <= positions[:, None]
+        masks = {}
+        for window in dict.fromkeys(self.windows):  # one mask per distinct window, shared by its layers
+            allowed = causal if window is None else torch.logical_and(causal, slots[None, :] > positions[:, None] - window)
+            masks[window] = allowed[None, None]
+        cache = _StateCache(self, start, end, masks)
         return self.decoder(inputIds.long(), positions[None], cache)
 
 

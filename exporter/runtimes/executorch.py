@@ -52,8 +52,9 @@ def load_kernels() -> None:
 
 
 def uses_llm_kernels(spec, max_seq_len: int) -> bool:
-    """custom_sdpa is plain causal attention: a sliding window narrower than the cache needs the mask path."""
-    return spec.sliding_window is None or spec.sliding_window >= max_seq_len
+    """custom_sdpa is plain causal attention: a sliding window narrower than the cache (on any
+    layer) needs the mask path."""
+    return all(w is None or w >= max_seq_len for w in spec.windows())
 
 
 class LLMKernelsKVCache(nn.Module):
@@ -97,8 +98,7 @@ class ExecuTorchLM(nn.Module):
         if uses_llm_kernels(spec, max_seq_len):
             self.cache = LLMKernelsKVCache(spec.num_layers, spec.num_kv_heads, max_seq_len, spec.head_dim)
         else:
-            self.cache = StaticKVCache(spec.num_layers, spec.num_kv_heads, max_seq_len, spec.head_dim,
-                                       spec.sliding_window)
+            self.cache = StaticKVCache(spec.num_layers, spec.num_kv_heads, max_seq_len, spec.head_dim, spec.windows())
 
     def forward(self, tokens: torch.Tensor, input_pos: torch.Tensor) -> torch.Tensor:
         positions = input_pos[0] + torch.arange(tokens.shape[1], dtype=torch.long)  # [T]

@@ -86,7 +86,7 @@ class GenAIDecoder(nn.Module):
         from .onnx_ops import GroupQueryAttentionCache
 
         cache = GroupQueryAttentionCache(list(past[: self.num_layers]), list(past[self.num_layers:]),
-                                         attention_mask, self.decoder.spec.sliding_window,
+                                         attention_mask, self.decoder.spec.windows(),
                                          self.cos_cache, self.sin_cache)
         logits = self.decoder(input_ids, position_ids, cache)
         return (logits, *cache.present_keys, *cache.present_values)
@@ -176,7 +176,7 @@ def _export(decoder: Decoder):
     del program
     if spec.num_layers > traced:
         onnx_graph.repeat_block(model, spec.num_layers, lambda index: {
-            name: t.detach().numpy() for name, t in fused_block_weights(decoder, index).items()})
+            name: t.detach().numpy() for name, t in fused_block_weights(decoder, index).items()}, spec.windows())
     onnx_graph.strip_metadata(model)
     # The shapes the exporter recorded for intermediate values and weights go stale under our
     # rewrites (weights transposed in place, copied blocks); onnxruntime infers its own.

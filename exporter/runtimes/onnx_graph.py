@@ -33,12 +33,15 @@ def _block_of(node) -> int | None:
     return None
 
 
-def repeat_block(model, num_layers: int, block_weights: Callable[[int], dict[str, np.ndarray]]) -> None:
+def repeat_block(model, num_layers: int, block_weights: Callable[[int], dict[str, np.ndarray]],
+                 windows: list[int | None] | None = None) -> None:
     """model: the export of blocks 0 and 1 (names decoder.layers.{0,1}.*, past_key_values.{0,1}.*,
     present.{0,1}.*). Adds blocks 2..num_layers-1 as copies of block 1's nodes, with
     `block_weights(i)[name]` for every per-block initializer (names decoder.layers.{i}.*). The
     residual stream that enters block 1 (from block 0) and leaves it (for the final norm) is
-    chained through the copies. Raises ExportError when the graph does not have that shape."""
+    chained through the copies; with `windows` (each layer's sliding window, None: global), each
+    copy's GroupQueryAttention gets its layer's local_window_size. Raises ExportError when the graph
+    does not have that shape."""
     from onnx import NodeProto, numpy_helper
 
     from ..errors import ExportError
@@ -89,6 +92,10 @@ def repeat_block(model, num_layers: int, block_weights: Callable[[int], dict[str
                 else:
                     inputs.append(name)  # shared: attention_mask, cos/sin tables, constants
             clone.input[:] = inputs
+            if node.op_type == "GroupQueryAttention" and windows is not None:  # each layer's own window
+                for attribute in clone.attribute:
+                    if attribute.name == "local_window_size":
+                        attribute.i = windows[index] or -1
             for name in node.output:
                 if name:
                     renamed[name] = for_block(name, index) if name.startswith("present.1.") \

@@ -106,12 +106,13 @@ class GroupQueryAttentionCache:
 
     cos/sin caches [max_pos, D/2] (or None) go to GroupQueryAttention, which then rotates q and k."""
 
-    def __init__(self, past_keys, past_values, attention_mask, sliding_window: int | None,
+    def __init__(self, past_keys, past_values, attention_mask, sliding_window: int | None | list[int | None],
                  cos_cache: torch.Tensor | None = None, sin_cache: torch.Tensor | None = None):
         self.past_keys, self.past_values, self.mask = past_keys, past_values, attention_mask
         # HF's window admits keys j > p - window; GQA's local_window_size is the same count
         # (checked against the reference on a mistral case with a window shorter than the prompt).
-        self.window = sliding_window or 0
+        windows = sliding_window if isinstance(sliding_window, list | tuple) else [sliding_window] * len(past_keys)
+        self.windows = [w or 0 for w in windows]  # per layer; 0: global
         self.cos_cache, self.sin_cache = cos_cache, sin_cache
         self.present_keys: list[torch.Tensor | None] = [None] * len(past_keys)
         self.present_values: list[torch.Tensor | None] = [None] * len(past_keys)
@@ -121,7 +122,7 @@ class GroupQueryAttentionCache:
         out, pk, pv = torch.ops.slm_export.group_query_attention(
             query, key, value, self.past_keys[layer_index], self.past_values[layer_index], self.mask,
             self.cos_cache if rotary else None, self.sin_cache if rotary else None, num_heads, kv_num_heads,
-            1.0 / math.sqrt(d), self.window)
+            1.0 / math.sqrt(d), self.windows[layer_index])
         self.present_keys[layer_index], self.present_values[layer_index] = pk, pv
         return out
 
