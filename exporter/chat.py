@@ -279,13 +279,22 @@ def derive_portable(render: Callable[..., str]) -> tuple[Portable | None, list[s
             unsupported.append("system messages (the text before a system turn differs from the conversation's "
                                "opening)")
 
-    for name, messages, prompted, text in _check_renders(render, portable):
-        if "system" in roles or not any(m["role"] == "system" for m in messages):
-            if name not in unsupported:
-                unsupported.append(f"conversation {name!r}{' with a generation prompt' if prompted else ''} "
-                                   f"renders differently ({text})")
-    if any(u.startswith("conversation") for u in unsupported):
-        return None, unsupported
+    def differences(with_system: bool) -> list[str]:
+        return [f"conversation {name!r}{' with a generation prompt' if prompted else ''} renders differently ({where})"
+                for name, messages, prompted, where in _check_renders(render, portable)
+                if any(m["role"] == "system" for m in messages) == with_system]
+
+    wrong = differences(with_system=False)
+    if wrong:  # not even user and assistant turns: no portable form
+        return None, unsupported + wrong
+    wrong = differences(with_system=True) if "system" in roles else []
+    if wrong:  # the turns work, a system prompt does not: apps offer none
+        del roles["system"]
+        portable.default_system = None
+        portable.prefix = head
+        unsupported.append("system messages (" + "; ".join(wrong) + ")")
+        if differences(with_system=False):
+            return None, unsupported
     return portable, unsupported
 
 

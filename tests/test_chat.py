@@ -130,6 +130,18 @@ def test_what_the_portable_form_cannot_express_is_reported(chat_checkpoint):
     assert portable is None and any("renders differently" in u for u in unsupported), unsupported
 
 
+def test_a_system_turn_the_portable_form_gets_wrong_is_dropped_not_approximated():
+    template = ("{% for m in messages %}<{{ m.role }}>{% if m.role == 'system' %}{{ m.content | upper }}"
+                "{% else %}{{ m.content }}{% endif %}</s>{% endfor %}{% if add_generation_prompt %}<assistant>{% endif %}")
+    render = compile_template(template)
+    portable, unsupported = derive_portable(lambda messages, add=False: render(messages, add))
+    assert portable is not None and "system" not in portable.roles  # user and assistant turns still work
+    assert len(unsupported) == 1 and unsupported[0].startswith("system messages (conversation 'system and user'")
+    for _, messages in TEST_CONVERSATIONS:
+        if all(m["role"] != "system" for m in messages):
+            assert portable.render(messages, True) == render(messages, True)
+
+
 def test_stop_ids_hold_eos_and_end_of_turn(chat_checkpoint):
     for style, spec in CHAT_STYLES.items():
         checkpoint = load_checkpoint(chat_checkpoint(style))
