@@ -1,5 +1,6 @@
 """Chat models: template sources, the sandbox, the portable form against Jinja and transformers,
-stop ids, double-BOS detection, and a chat export run through each runtime."""
+stop ids, double-BOS detection, and (`slow`: exports, about 3 minutes) a chat export run through
+each runtime."""
 
 from __future__ import annotations
 
@@ -196,6 +197,7 @@ def chat_bundle(chat_checkpoint, tmp_path_factory):
     return out / "android"
 
 
+@pytest.mark.slow
 def test_chat_export_ships_template_stop_ids_and_a_chat_self_test(chat_checkpoint, chat_bundle):
     from exporter.runtimes import runtime
 
@@ -233,7 +235,8 @@ def test_the_coreml_artifact_stops_at_every_stop_id(chat_checkpoint, chat_coreml
         set(manifest["chat"]["stop_token_ids"])
 
 
-@pytest.mark.parametrize("fmt", ["executorch", "onnx", pytest.param("coreml", marks=pytest.mark.slow)])
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt", ["executorch", "onnx", "coreml"])
 def test_run_chat_feeds_apply_chat_template_ids(chat_checkpoint, chat_bundle, request, fmt):
     bundle = request.getfixturevalue("chat_coreml_bundle") if fmt == "coreml" else chat_bundle
     done = _slm("run", str(bundle), "--chat", "--prompt", "What is the capital of France?", "--system",
@@ -246,6 +249,7 @@ def test_run_chat_feeds_apply_chat_template_ids(chat_checkpoint, chat_bundle, re
     assert result["stop_reason"] in ("stop_token", "max_new_tokens") and result["format"] == fmt
 
 
+@pytest.mark.slow
 def test_run_chat_on_a_base_model_is_a_clear_error(chat_bundle, tmp_path):
     bundle = tmp_path / "base"
     shutil.copytree(chat_bundle, bundle)
@@ -256,6 +260,7 @@ def test_run_chat_on_a_base_model_is_a_clear_error(chat_bundle, tmp_path):
     assert done.returncode == 2 and "no chat template (a base model)" in done.stderr and "Traceback" not in done.stderr
 
 
+@pytest.mark.slow
 def test_verify_catches_an_edited_chat_template(chat_bundle, tmp_path):
     bundle = tmp_path / "bundle"
     shutil.copytree(chat_bundle, bundle)
@@ -275,6 +280,7 @@ def test_the_apps_chat_vectors_are_what_the_exporter_writes(tmp_path):
         assert fixture.read_text(encoding="utf-8") == expected, f"{fixture} is stale: run python tests/chat_vectors.py"
 
 
+@pytest.mark.slow
 def test_interactive_chat_keeps_history_and_resets(chat_bundle):
     done = subprocess.run([sys.executable, "-m", "exporter", "run", str(chat_bundle), "--chat", "--format", "onnx",
                            "--max-new-tokens", "3"], input="Hi there\nAnd again\n/reset\nHello\n/quit\n",
@@ -283,6 +289,7 @@ def test_interactive_chat_keeps_history_and_resets(chat_bundle):
     assert done.stdout.count("bot> ") == 3 and done.stderr.count("[history cleared]") == 1
 
 
+@pytest.mark.slow
 def test_ctrl_c_ends_the_reply_not_the_session(chat_bundle):
     from exporter.generate import generate
     from exporter.runner import Conversation, open_for_run
@@ -305,6 +312,7 @@ def test_ctrl_c_ends_the_reply_not_the_session(chat_bundle):
         generate(target.session, target.tokenizer, ids, 8, target.eos_ids, on_text=interrupt_after_one)
 
 
+@pytest.mark.slow
 def test_history_is_trimmed_to_fit_the_context(chat_bundle):
     from exporter.runner import Conversation, open_for_run
 
