@@ -14,6 +14,19 @@ from .decoder import DecoderSpec
 from .family import ConfigError, Family, HFConfig, WeightRule, plausible_context, positive_float, positive_int
 
 
+def check_gpt_shape(config: HFConfig) -> None:
+    """The checks every GPT-2-style config (n_embd, n_layer, n_head, n_inner, n_positions) needs;
+    fills n_inner's default (4 x n_embd)."""
+    positive_int(config, "vocab_size", "n_embd", "n_layer", "n_head", "n_positions")
+    positive_float(config, "layer_norm_epsilon")
+    plausible_context(config, "n_positions")
+    if config.n_inner is None:
+        config.n_inner = 4 * config.n_embd
+    positive_int(config, "n_inner")
+    if config.n_embd % config.n_head:
+        raise ConfigError(f"config.json: n_embd ({config.n_embd}) is not divisible by n_head ({config.n_head})")
+
+
 @dataclass
 class GPT2Config(HFConfig):
     vocab_size: int = 50257
@@ -30,14 +43,7 @@ class GPT2Config(HFConfig):
     reorder_and_upcast_attn: bool = False
 
     def __post_init__(self) -> None:
-        positive_int(self, "vocab_size", "n_embd", "n_layer", "n_head", "n_positions")
-        positive_float(self, "layer_norm_epsilon")
-        plausible_context(self, "n_positions")
-        if self.n_inner is None:
-            self.n_inner = 4 * self.n_embd
-        positive_int(self, "n_inner")
-        if self.n_embd % self.n_head:
-            raise ConfigError(f"config.json: n_embd ({self.n_embd}) is not divisible by n_head ({self.n_head})")
+        check_gpt_shape(self)
         # These change the attention math; nothing we export uses them, so refuse rather than differ.
         if not self.scale_attn_weights or self.scale_attn_by_inverse_layer_idx:
             raise ConfigError("config.json: gpt2 attention scaling variants "

@@ -15,16 +15,8 @@ from dataclasses import dataclass
 import torch
 
 from .decoder import DecoderSpec
-from .family import (
-    ConfigError,
-    Family,
-    HFConfig,
-    SpecTransform,
-    WeightRule,
-    plausible_context,
-    positive_float,
-    positive_int,
-)
+from .family import ConfigError, Family, HFConfig, SpecTransform, WeightRule
+from .gpt2 import check_gpt_shape
 
 
 @dataclass
@@ -41,14 +33,7 @@ class GPTJConfig(HFConfig):
     tie_word_embeddings: bool = False
 
     def __post_init__(self) -> None:
-        positive_int(self, "vocab_size", "n_embd", "n_layer", "n_head", "n_positions")
-        positive_float(self, "layer_norm_epsilon")
-        plausible_context(self, "n_positions")
-        if self.n_inner is None:
-            self.n_inner = 4 * self.n_embd
-        positive_int(self, "n_inner")
-        if self.n_embd % self.n_head:
-            raise ConfigError(f"config.json: n_embd ({self.n_embd}) is not divisible by n_head ({self.n_head})")
+        check_gpt_shape(self)
         head_dim = self.n_embd // self.n_head
         if self.rotary_dim is not None and not (0 < self.rotary_dim <= head_dim and self.rotary_dim % 2 == 0):
             raise ConfigError(f"config.json: rotary_dim must be an even number up to the head size ({head_dim}), "
