@@ -34,6 +34,10 @@ def save_random_checkpoint(directory: Path, hf_config: dict, seed: int = 0, toke
         for name, p in model.named_parameters():
             if p.dim() >= 2:
                 p.mul_(4.0 if "embed" in name or "wte" in name or "wpe" in name else 2.0)
+            elif "norm" in name and name.endswith("weight"):
+                # Norm weights start at their identity (1, or 0 where the norm scales by 1 + w as
+                # Gemma's does): move them off it, so a mistaken offset or a swapped norm shows.
+                p.add_(0.2 * torch.randn_like(p))
     model.save_pretrained(directory)
     vocab = tokenizer_vocab or hf.vocab_size  # every id the model can emit decodes
     save_tokenizer(train_byte_bpe(TOKENIZER_TEXT, vocab), directory, model_max_length=256)

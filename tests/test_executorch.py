@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 from conftest import FAMILY_CASES
 from helpers import as_runner_prints, byte_level_piece
 
@@ -46,12 +47,14 @@ def test_llm_runner_reproduces_reference_greedy_tokens(family, family_checkpoint
     gaps = (logits.topk(2).values[:, 0] - logits.topk(2).values[:, 1])
     assert bool((gaps > 1e-4).all()), "reference has a tie; pick another seed for this case"
 
-    # 1. The runtime itself (XNNPACK delegate) gives the same ids, token by token.
+    # 1. The runtime itself (XNNPACK delegate) gives the same ids and logits, token by token (the
+    # logits too: a wrong attention scale can leave random-weight greedy ids unchanged).
     session = et.open_session(pte)
-    got = [int(session.forward(prompt_ids).argmax())]
-    while len(got) < len(expected_ids):
-        got.append(int(session.forward([got[-1]]).argmax()))
-    assert got == expected_ids
+    steps = [session.forward(prompt_ids)]
+    while len(steps) < len(expected_ids):
+        steps.append(session.forward([int(steps[-1].argmax())]))
+    assert [int(step.argmax()) for step in steps] == expected_ids
+    assert (torch.stack([step.reshape(-1) for step in steps]) - logits).abs().max() < 1e-3
 
     # 2. The C++ LLM runner, given only the .pte and tokenizer.json, prints the same tokens.
     printed, stats = et.runner_generate(pte, checkpoint.tokenizer.tokenizer_json, PROMPT, 32)

@@ -159,9 +159,10 @@ def _(x, weight, eps):
 
 
 class FusedRMSNorm(nn.Module):
-    def __init__(self, norm: RMSNorm):
+    def __init__(self, norm: RMSNorm, factor: float | None = None):
         super().__init__()
-        self.weight, self.eps = norm.weight, norm.eps
+        self.eps = norm.eps
+        self.weight = norm.weight if factor is None else nn.Parameter(norm.weight.detach() * factor, requires_grad=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.ops.slm_export.rms_norm(x, self.weight, self.eps)
@@ -179,10 +180,14 @@ class PackedAttention(nn.Module):
         super().__init__()
         self.layer_index, self.rotary = attn.layer_index, rotary
         self.num_heads, self.num_kv_heads, self.head_dim = attn.num_heads, attn.num_kv_heads, attn.head_dim
-        self.qkv_proj = TransposedLinear(attn.q_proj, attn.k_proj, attn.v_proj)
         self.o_proj = TransposedLinear(attn.o_proj)
+        # A scale on q.k other than 1/sqrt(head_dim) (GPT-Neo, Gemma 3) is folded into the weights
+        # that make q last: the q norm's, or else the q rows of the projection.
+        factor = attn.q_factor
         if hasattr(attn, "q_norm"):  # per-head q/k norms (Qwen3) run between the projection and GQA
-            self.q_norm, self.k_norm = FusedRMSNorm(attn.q_norm), FusedRMSNorm(attn.k_norm)
+            self.q_norm, self.k_norm = FusedRMSNorm(attn.q_norm, factor), FusedRMSNorm(attn.k_norm)
+            factor = None
+        self.qkv_proj = TransposedLinear(attn.q_proj, attn.k_proj, attn.v_proj, first_factor=factor)
 
     def forward(self, x: torch.Tensor, rope, cache) -> torch.Tensor:
         b, t, _ = x.shape
@@ -209,14 +214,16 @@ class TransposedLinear(nn.Module):
     place, which protobuf's arena keeps twice: +500 MB peak on SmolLM2-135M.) Several Linears
     of the same input become one (outputs side by side): the packed q|k|v projection."""
 
-    def __init__(self, *linears: nn.Linear):
+    def __init__(self, *linears: nn.Linear, first_factor: float | None = None):
+        """`first_factor`: multiplies the first Linear's outputs (its weight and bias)."""
         super().__init__()
+        factors = [first_factor or 1.0] + [1.0] * (len(linears) - 1)
         with torch.no_grad():
-            self.weight = nn.Parameter(torch.cat([lin.weight for lin in linears], 0).t().contiguous(),
-                                       requires_grad=False)
+            self.weight = nn.Parameter(torch.cat([lin.weight * f for lin, f in zip(linears, factors, strict=True)],
+                                                 0).t().contiguous(), requires_grad=False)
             has_bias = linears[0].bias is not None
-            self.bias = nn.Parameter(torch.cat([lin.bias for lin in linears], 0), requires_grad=False) \
-                if has_bias else None
+            self.bias = nn.Parameter(torch.cat([lin.bias * f for lin, f in zip(linears, factors, strict=True)], 0),
+                                     requires_grad=False) if has_bias else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = torch.matmul(x, self.weight)
