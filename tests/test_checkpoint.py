@@ -170,3 +170,40 @@ def test_gpt_neo_attention_types_that_do_not_cover_every_layer_are_refused(tmp_p
         load_checkpoint(folder)
     checkpoint = load_checkpoint(family_checkpoint("gpt_neo", "global-local-window-24"))
     assert checkpoint.spec.windows() == [None, 24, None, 24] and checkpoint.spec.attention_scale == 1.0
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"final_logit_softcapping": 30.0}, "final_logit_softcapping=30.0 is not supported"),
+    ({"attn_logit_softcapping": 50.0}, "attn_logit_softcapping=50.0 is not supported"),
+    ({"use_bidirectional_attention": True}, "use_bidirectional_attention=true"),
+    ({"layer_types": ["sliding_attention", "full_attention"]}, "layer_types lists 2 layers .* expected 3"),
+    ({"rope_parameters": {"sliding_attention": {"rope_type": "linear", "factor": 2.0},
+                          "full_attention": {"rope_type": "default"}}}, "'linear' on sliding_attention layers"),
+])
+def test_gemma3_configs_it_cannot_build_are_refused_by_field(tmp_path, family_checkpoint, change, message):
+    folder = tmp_path / "gemma"
+    shutil.copytree(family_checkpoint("gemma3_text", "sliding-global-two-bases"), folder)
+    edit_json(folder / "config.json", **change)
+    with pytest.raises(CheckpointError, match=message):
+        load_checkpoint(folder)
+
+
+def test_gemma3_reads_both_config_spellings_the_same():
+    # transformers 5.x writes rope_parameters per layer kind and layer_types; 4.x wrote rope_theta,
+    # rope_local_base_freq, rope_scaling (global layers) and sliding_window_pattern.
+    from exporter.models.gemma3 import Gemma3Config
+
+    common = {"vocab_size": 300, "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 7,
+              "num_attention_heads": 4, "num_key_value_heads": 1, "head_dim": 32, "sliding_window": 24,
+              "query_pre_attn_scalar": 16}
+    v5 = Gemma3Config.from_dict({**common, "layer_types": ["sliding_attention"] * 5 + ["full_attention", "sliding_attention"],
+                                 "rope_parameters": {
+                                     "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
+                                     "full_attention": {"rope_type": "linear", "factor": 8.0, "rope_theta": 1e6}}})
+    v4 = Gemma3Config.from_dict({**common, "rope_theta": 1e6, "rope_local_base_freq": 10000.0,
+                                 "rope_scaling": {"rope_type": "linear", "factor": 8.0}, "sliding_window_pattern": 6})
+    assert v5.to_spec() == v4.to_spec()
+    spec = v4.to_spec()
+    assert spec.windows() == [24] * 5 + [None, 24]
+    assert (spec.rope_theta, spec.local_rope_theta, spec.rope_scaling.factor) == (1e6, 10000.0, 8.0)
+    assert spec.attention_scale == 0.25 and spec.embedding_scale == 8.0

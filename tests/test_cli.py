@@ -49,6 +49,16 @@ def test_inspect_every_family(family, case, family_checkpoint):
     assert result.returncode == 0, result.stderr
     assert f"family       {family}" in result.stdout
     assert "--target android" in result.stdout and "attention    " in result.stdout
+    if case in LAYER_TYPES_SHOWN:
+        assert f"attention    {LAYER_TYPES_SHOWN[case]}\n" in result.stdout
+
+
+# What inspect says of the families that mix global and windowed layers (the config's layer order).
+LAYER_TYPES_SHOWN = {
+    "sliding-global-two-bases": "layer types local (window 24) x2, global",
+    "global-first-scalar-16-gqa2": "layer types global, local (window 16) x2",
+    "global-local-window-24": "layer types global, local (window 24), global, local (window 24)",
+}
 
 
 @pytest.mark.parametrize("args", [

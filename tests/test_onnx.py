@@ -69,8 +69,9 @@ def _attrs(node):
     return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
 
 
-# Every family's first case (GPT-Neo's unscaled attention was lost here while its greedy tokens held).
-@pytest.mark.parametrize(("family", "case"), [(family, cases[0][0]) for family, cases in sorted(FAMILY_CASES.items())])
+# Every family's first case, and the cases that scale q.k by other than 1/sqrt(head_dim).
+@pytest.mark.parametrize(("family", "case"), [(family, cases[0][0]) for family, cases in sorted(FAMILY_CASES.items())]
+                         + [("gemma3_text", "global-first-scalar-16-gqa2")])
 def test_export_wrapper_in_eager_torch_computes_the_reference_logits(family, case, family_checkpoint):
     # What the export traces (fused modules, the custom ops' eager semantics: packed q|k|v, RoPE
     # inside attention from the mask's positions, fp32 RMSNorm) equals the shared decoder: a prompt,
@@ -103,12 +104,18 @@ def test_genai_reproduces_reference_greedy_tokens_batch_1_and_2(family, family_c
 
 # The export traces blocks 0 and 1 and copies block 1 for the others (onnx_graph.repeat_block):
 # the family cases have 2 blocks, so these have more.
-@pytest.mark.parametrize(("family", "case", "layers"), [("llama", "llama3-rope-tied-gqa2", 4),
-                                                        ("qwen2", "gqa4-untied", 3),
-                                                        ("mistral", "head-dim-32-window-24", 3),
-                                                        ("gpt2", "tied", 3)])
-def test_blocks_beyond_the_traced_two_are_exported(family, case, layers, tmp_path):
-    config = case_config(family, case)
+_SIX_GEMMA_LAYERS = {"layer_types": ["sliding_attention"] * 2 + ["full_attention"] + ["sliding_attention"] * 2
+                     + ["full_attention"]}
+
+
+@pytest.mark.parametrize(("family", "case", "layers", "more"), [("llama", "llama3-rope-tied-gqa2", 4, {}),
+                                                                ("qwen2", "gqa4-untied", 3, {}),
+                                                                ("mistral", "head-dim-32-window-24", 3, {}),
+                                                                ("gpt2", "tied", 3, {}),
+                                                                ("gemma3_text", "sliding-global-two-bases", 6,
+                                                                 _SIX_GEMMA_LAYERS)])
+def test_blocks_beyond_the_traced_two_are_exported(family, case, layers, more, tmp_path):
+    config = {**case_config(family, case), **more}
     config["n_layer" if family == "gpt2" else "num_hidden_layers"] = layers
     checkpoint = load_checkpoint(save_random_checkpoint(tmp_path / "ckpt", config))
     decoder = build_model(checkpoint, MAX_SEQ_LEN)

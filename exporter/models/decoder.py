@@ -64,6 +64,13 @@ class DecoderSpec:
     layer_windows: tuple[int | None, ...] | None = None
     # The factor on q.k (None: 1/sqrt(head_dim)); GPT-Neo uses 1.0, Gemma 3 query_pre_attn_scalar**-0.5.
     attention_scale: float | None = None
+    # The RoPE base of the layers that have a sliding window, when it differs from `rope_theta`
+    # (Gemma 3: 10k on local layers, 1M on global ones; `rope_scaling` is the global layers' only).
+    local_rope_theta: float | None = None
+    # Norms on the attention and MLP outputs too, before each residual add (Gemma 2/3: four per block).
+    sandwich_norms: bool = False
+    # A factor on the embedding rows as gathered, not on the tied head (Gemma: sqrt(hidden_size)).
+    embedding_scale: float | None = None
     extra: dict = field(default_factory=dict, compare=False)
 
     def windows(self) -> list[int | None]:
@@ -94,6 +101,10 @@ class DecoderSpec:
                              f"(supported: {', '.join(sorted(ACTIVATIONS))})")
         if not (self.norm_eps > 0):
             raise ValueError(f"norm eps must be positive, got {self.norm_eps!r}")
+        if self.local_rope_theta is not None and not (self.positions == "rope" and self.local_rope_theta > 0):
+            raise ValueError(f"a local RoPE base needs RoPE positions and a positive value, got {self.local_rope_theta!r}")
+        if self.sandwich_norms and self.parallel_block:
+            raise ValueError("sandwich norms and a parallel block do not combine")
         if self.layer_windows is not None and (len(self.layer_windows) != self.num_layers or any(
                 w is not None and (not isinstance(w, int) or w <= 0) for w in self.layer_windows)):
             raise ValueError(f"layer_windows needs one positive window (or None) per layer ({self.num_layers}), "
@@ -105,7 +116,7 @@ class DecoderSpec:
         q, kv = self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim
         attn = e * q + 2 * e * kv + q * e + (q + 2 * kv if self.qkv_bias else 0) + (e if self.o_bias else 0)
         mlp = (3 if self.mlp == "gated" else 2) * e * f + ((2 * f + e) if self.mlp_bias else 0)
-        norms = (1 if self.parallel_block else 2) * (1 if self.norm == "rms" else 2) * e \
+        norms = (1 if self.parallel_block else 4 if self.sandwich_norms else 2) * (1 if self.norm == "rms" else 2) * e \
             + (2 * self.head_dim if self.qk_norm else 0)
         per_layer = attn + mlp + norms
         head = (0 if self.tie_word_embeddings else v * e) + (v if self.head_bias else 0)
@@ -163,11 +174,13 @@ def make_norm(spec: DecoderSpec) -> nn.Module:
     return RMSNorm(spec.hidden_size, spec.norm_eps) if spec.norm == "rms" else LayerNorm(spec.hidden_size, spec.norm_eps)
 
 
-def rope_inverse_frequencies(spec: DecoderSpec) -> torch.Tensor:
-    """HF-compatible inverse frequencies, including static scaling (linear, llama3)."""
+def rope_inverse_frequencies(spec: DecoderSpec, local: bool = False) -> torch.Tensor:
+    """HF-compatible inverse frequencies, including static scaling (linear, llama3). `local`: those
+    of the sliding-window layers when they have a base of their own (no scaling there)."""
     d = spec.rope_dim
-    inv_freq = 1.0 / (spec.rope_theta ** (torch.arange(0, d, 2, dtype=torch.float64) / d))
-    scaling = spec.rope_scaling
+    theta = spec.local_rope_theta if local and spec.local_rope_theta is not None else spec.rope_theta
+    inv_freq = 1.0 / (theta ** (torch.arange(0, d, 2, dtype=torch.float64) / d))
+    scaling = None if local and spec.local_rope_theta is not None else spec.rope_scaling
     if scaling is None:
         return inv_freq.float()
     if scaling.kind == "linear":
@@ -191,9 +204,9 @@ class RotaryTables(nn.Module):
     every runtime, and the exporters can keep them out of weight compression by name.
     """
 
-    def __init__(self, spec: DecoderSpec, max_positions: int):
+    def __init__(self, spec: DecoderSpec, max_positions: int, local: bool = False):
         super().__init__()
-        inv_freq = rope_inverse_frequencies(spec)
+        inv_freq = rope_inverse_frequencies(spec, local)
         angles = torch.outer(torch.arange(max_positions, dtype=torch.float32), inv_freq)  # [P, D/2]
         angles = torch.cat([angles, angles], dim=-1)  # [P, D]: HF's rotate_half layout
         self.register_buffer("rope_cos", angles.cos(), persistent=False)
@@ -275,15 +288,19 @@ class Block(nn.Module):
         self.input_norm = make_norm(spec)
         self.attn = Attention(spec, layer_index)
         if not self.parallel:
-            self.post_attention_norm = make_norm(spec)
+            self.post_attention_norm = make_norm(spec)  # the MLP's input norm (Llama's name for it)
+        if spec.sandwich_norms:
+            self.attn_output_norm, self.mlp_output_norm = make_norm(spec), make_norm(spec)
         self.mlp = MLP(spec)
 
     def forward(self, x, rope, cache):
         if self.parallel:
             h = self.input_norm(x)
             return x + self.attn(h, rope, cache) + self.mlp(h)
-        x = x + self.attn(self.input_norm(x), rope, cache)
-        return x + self.mlp(self.post_attention_norm(x))
+        h = self.attn(self.input_norm(x), rope, cache)
+        x = x + (self.attn_output_norm(h) if hasattr(self, "attn_output_norm") else h)
+        h = self.mlp(self.post_attention_norm(x))
+        return x + (self.mlp_output_norm(h) if hasattr(self, "mlp_output_norm") else h)
 
 
 class Decoder(nn.Module):
@@ -301,6 +318,8 @@ class Decoder(nn.Module):
             self.embed_positions = nn.Embedding(spec.max_position_embeddings, spec.hidden_size)
         else:
             self.rotary = RotaryTables(spec, self.max_positions)
+            if spec.local_rope_theta is not None:
+                self.rotary_local = RotaryTables(spec, self.max_positions, local=True)
         self.layers = nn.ModuleList(Block(spec, i) for i in range(spec.num_layers))
         self.norm = make_norm(spec)
         self.lm_head = nn.Linear(spec.hidden_size, spec.vocab_size, bias=spec.head_bias)
@@ -311,12 +330,16 @@ class Decoder(nn.Module):
         """`last_only`: logits for the last position only ([B,1,V]), for runtimes that sample
         from it; a prefill then does not multiply all T positions by the [V,E] head."""
         x = self.embed_tokens(tokens)
-        rope = None
+        if self.spec.embedding_scale is not None:
+            x = x * self.spec.embedding_scale
+        ropes = [None] * len(self.layers)
         if self.spec.positions == "learned":
             x = x + self.embed_positions(positions)
         else:
             rope = self.rotary(positions)
-        for layer in self.layers:
+            local = self.rotary_local(positions) if hasattr(self, "rotary_local") else rope
+            ropes = [rope if window is None else local for window in self.spec.windows()[: len(self.layers)]]
+        for layer, rope in zip(self.layers, ropes, strict=True):
             x = layer(x, rope, cache)
         if last_only:
             x = x[:, -1:]

@@ -61,6 +61,8 @@ EXTRA_FILES = {
     "required_operators.config": "the operators a reduced-size ONNX Runtime build must include (build.py --include_ops_by_config)",
 }
 OPSET = 21
+# The name suffix of the sliding layers' RoPE tables (cos_cache_local, sin_cache_local).
+LOCAL_TABLES = "_local"
 
 
 class GenAIDecoder(nn.Module):
@@ -77,17 +79,22 @@ class GenAIDecoder(nn.Module):
         # tables (both halves hold the same angles). None: RoPE is not done inside attention.
         half = decoder.spec.head_dim // 2
         rotary = rotary_in_attention(decoder.spec)
-        self.register_buffer("cos_cache", decoder.rotary.rope_cos[:, :half].clone() if rotary else None,
-                             persistent=False)
-        self.register_buffer("sin_cache", decoder.rotary.rope_sin[:, :half].clone() if rotary else None,
-                             persistent=False)
+        for suffix, tables in (("", "rotary"), (LOCAL_TABLES, "rotary_local")):
+            # The local tables only where sliding layers have a RoPE base of their own (Gemma 3).
+            source = getattr(decoder, tables, None) if rotary else None
+            self.register_buffer("cos_cache" + suffix, None if source is None else source.rope_cos[:, :half].clone(),
+                                 persistent=False)
+            self.register_buffer("sin_cache" + suffix, None if source is None else source.rope_sin[:, :half].clone(),
+                                 persistent=False)
 
     def forward(self, input_ids, attention_mask, position_ids, *past):
         from .onnx_ops import GroupQueryAttentionCache
 
         cache = GroupQueryAttentionCache(list(past[: self.num_layers]), list(past[self.num_layers:]),
                                          attention_mask, self.decoder.spec.windows(),
-                                         self.cos_cache, self.sin_cache)
+                                         self.cos_cache, self.sin_cache,
+                                         None if self.cos_cache_local is None else (self.cos_cache_local,
+                                                                                    self.sin_cache_local))
         logits = self.decoder(input_ids, position_ids, cache)
         return (logits, *cache.present_keys, *cache.present_values)
 
@@ -147,12 +154,15 @@ def _export(decoder: Decoder):
     inputs (12.3 s for 30 blocks), and the other blocks are copies of block 1's nodes with their
     own weights (onnx_graph.repeat_block, 1.8 s)."""
     from . import onnx_graph
-    from .onnx_ops import fused_block_weights, fused_modules, translation_table
+    from .onnx_ops import fused_block_weights, fused_modules, rotary_in_attention, translation_table
 
     spec = decoder.spec
     # Copying block 1 relies on every block being the same code with its own weights, as
     # Decoder's are (DecoderSpec has no per-block setting; one would need all blocks traced).
     traced = min(spec.num_layers, 2)
+    if spec.local_rope_theta is not None and not rotary_in_attention(spec):
+        # RoPE in the graph with two bases: a copy of block 1 would read block 1's kind of tables.
+        traced = spec.num_layers
     inputs, outputs = io_names(traced)
     # Sample sizes >= 2 everywhere: torch.export specialises dimensions of size 0 and 1.
     b, s, p = 2, 3, 4
@@ -166,7 +176,8 @@ def _export(decoder: Decoder):
     with torch.no_grad(), fused_modules(decoder, range(traced)):
         decoder.layers = nn.ModuleList(all_blocks[:traced])
         try:
-            program = torch.onnx.export(GenAIDecoder(decoder, traced).eval(), example, dynamo=True,
+            wrapper = GenAIDecoder(decoder, traced).eval()
+            program = torch.onnx.export(wrapper, example, dynamo=True,
                                         input_names=inputs, output_names=outputs, dynamic_shapes=dynamic,
                                         opset_version=OPSET, optimize=False,
                                         custom_translation_table=translation_table(), verbose=False)
@@ -174,9 +185,27 @@ def _export(decoder: Decoder):
             decoder.layers = all_blocks
     model = program.model_proto
     del program
+    windows = spec.windows()
+
+    def tables_of_layer(index: int, name: str) -> str:
+        """A copied block reads the RoPE tables of its own layer kind (Gemma 3's blocks 0 and 1 are
+        both sliding, and every sixth is global)."""
+        base = name.removesuffix(LOCAL_TABLES)
+        if spec.local_rope_theta is None or base not in ("cos_cache", "sin_cache"):
+            return name
+        return base + (LOCAL_TABLES if windows[index] else "")
+
     if spec.num_layers > traced:
         onnx_graph.repeat_block(model, spec.num_layers, lambda index: {
-            name: t.detach().numpy() for name, t in fused_block_weights(decoder, index).items()}, spec.windows())
+            name: t.detach().numpy() for name, t in fused_block_weights(decoder, index).items()}, windows,
+            tables_of_layer)
+        # Tables the traced blocks did not read (both sliding: no global tables) but a copy does.
+        from onnx import numpy_helper
+
+        present = {i.name for i in model.graph.initializer}
+        wanted = {i for n in model.graph.node for i in n.input if i.removesuffix(LOCAL_TABLES) in ("cos_cache", "sin_cache")}
+        model.graph.initializer.extend(numpy_helper.from_array(getattr(wrapper, name).numpy(), name)
+                                       for name in sorted(wanted - present))
     onnx_graph.strip_metadata(model)
     # The shapes the exporter recorded for intermediate values and weights go stale under our
     # rewrites (weights transposed in place, copied blocks); onnxruntime infers its own.

@@ -34,13 +34,16 @@ def _block_of(node) -> int | None:
 
 
 def repeat_block(model, num_layers: int, block_weights: Callable[[int], dict[str, np.ndarray]],
-                 windows: list[int | None] | None = None) -> None:
+                 windows: list[int | None] | None = None,
+                 shared_input: Callable[[int, str], str] | None = None) -> None:
     """model: the export of blocks 0 and 1 (names decoder.layers.{0,1}.*, past_key_values.{0,1}.*,
     present.{0,1}.*). Adds blocks 2..num_layers-1 as copies of block 1's nodes, with
     `block_weights(i)[name]` for every per-block initializer (names decoder.layers.{i}.*). The
     residual stream that enters block 1 (from block 0) and leaves it (for the final norm) is
     chained through the copies; with `windows` (each layer's sliding window, None: global), each
-    copy's GroupQueryAttention gets its layer's local_window_size. Raises ExportError when the graph
+    copy's GroupQueryAttention gets its layer's local_window_size; `shared_input(i, name)` may
+    give copy i another graph-wide input than block 1 reads (its layer kind's RoPE tables). Raises
+    ExportError when the graph
     does not have that shape."""
     from onnx import NodeProto, numpy_helper
 
@@ -90,7 +93,8 @@ def repeat_block(model, num_layers: int, block_weights: Callable[[int], dict[str
                 elif per_block.search(name):  # block 1's weights and past_key_values.1.*
                     inputs.append(for_block(name, index))
                 else:
-                    inputs.append(name)  # shared: attention_mask, cos/sin tables, constants
+                    # shared: attention_mask, cos/sin tables, constants
+                    inputs.append(shared_input(index, name) if shared_input else name)
             clone.input[:] = inputs
             if node.op_type == "GroupQueryAttention" and windows is not None:  # each layer's own window
                 for attribute in clone.attribute:

@@ -104,16 +104,20 @@ def _(query, key, value, past_k, past_v, attention_mask, cos_cache, sin_cache, n
 class GroupQueryAttentionCache:
     """Cache convention for ONNX Runtime GenAI: past k/v are graph inputs, presents outputs.
 
-    cos/sin caches [max_pos, D/2] (or None) go to GroupQueryAttention, which then rotates q and k."""
+    cos/sin caches [max_pos, D/2] (or None) go to GroupQueryAttention, which then rotates q and k;
+    `local_tables` (cos, sin), where given, serve the layers with a sliding window instead (Gemma 3's
+    second RoPE base)."""
 
     def __init__(self, past_keys, past_values, attention_mask, sliding_window: int | None | list[int | None],
-                 cos_cache: torch.Tensor | None = None, sin_cache: torch.Tensor | None = None):
+                 cos_cache: torch.Tensor | None = None, sin_cache: torch.Tensor | None = None,
+                 local_tables: tuple[torch.Tensor, torch.Tensor] | None = None):
         self.past_keys, self.past_values, self.mask = past_keys, past_values, attention_mask
         # HF's window admits keys j > p - window; GQA's local_window_size is the same count
         # (checked against the reference on a mistral case with a window shorter than the prompt).
         windows = sliding_window if isinstance(sliding_window, list | tuple) else [sliding_window] * len(past_keys)
         self.windows = [w or 0 for w in windows]  # per layer; 0: global
         self.cos_cache, self.sin_cache = cos_cache, sin_cache
+        self.tables = [local_tables if w and local_tables is not None else (cos_cache, sin_cache) for w in self.windows]
         self.present_keys: list[torch.Tensor | None] = [None] * len(past_keys)
         self.present_values: list[torch.Tensor | None] = [None] * len(past_keys)
 
@@ -121,7 +125,7 @@ class GroupQueryAttentionCache:
         d = self.past_keys[layer_index].shape[-1]
         out, pk, pv = torch.ops.slm_export.group_query_attention(
             query, key, value, self.past_keys[layer_index], self.past_values[layer_index], self.mask,
-            self.cos_cache if rotary else None, self.sin_cache if rotary else None, num_heads, kv_num_heads,
+            *(self.tables[layer_index] if rotary else (None, None)), num_heads, kv_num_heads,
             1.0 / math.sqrt(d), self.windows[layer_index])
         self.present_keys[layer_index], self.present_values[layer_index] = pk, pv
         return out
