@@ -152,16 +152,6 @@ def test_a_fused_weight_of_the_wrong_size_names_its_parts(tmp_path, family_check
         build_model(load_checkpoint(folder))
 
 
-@pytest.mark.parametrize(("change", "message"), [({"rotary_dim": 7}, "rotary_dim must be an even number up to the head size"),
-                                                 ({"tie_word_embeddings": True}, "its head has a bias")])
-def test_gptj_configs_it_cannot_build_are_refused_by_field(tmp_path, family_checkpoint, change, message):
-    folder = tmp_path / "gptj"
-    shutil.copytree(family_checkpoint("gptj", "rotary-8-of-16"), folder)
-    edit_json(folder / "config.json", **change)
-    with pytest.raises(CheckpointError, match=message):
-        load_checkpoint(folder)
-
-
 def test_gpt_neo_attention_types_that_do_not_cover_every_layer_are_refused(tmp_path, family_checkpoint):
     folder = tmp_path / "neo"
     shutil.copytree(family_checkpoint("gpt_neo", "global-local-window-24"), folder)
@@ -172,17 +162,25 @@ def test_gpt_neo_attention_types_that_do_not_cover_every_layer_are_refused(tmp_p
     assert checkpoint.spec.windows() == [None, 24, None, 24] and checkpoint.spec.attention_scale == 1.0
 
 
-@pytest.mark.parametrize(("change", "message"), [
-    ({"final_logit_softcapping": 30.0}, "final_logit_softcapping=30.0 is not supported"),
-    ({"attn_logit_softcapping": 50.0}, "attn_logit_softcapping=50.0 is not supported"),
-    ({"use_bidirectional_attention": True}, "use_bidirectional_attention=true"),
-    ({"layer_types": ["sliding_attention", "full_attention"]}, "layer_types lists 2 layers .* expected 3"),
-    ({"rope_parameters": {"sliding_attention": {"rope_type": "linear", "factor": 2.0},
-                          "full_attention": {"rope_type": "default"}}}, "'linear' on sliding_attention layers"),
+@pytest.mark.parametrize(("family", "case", "change", "message"), [
+    ("gptj", "rotary-8-of-16", {"rotary_dim": 7}, "rotary_dim must be an even number up to the head size"),
+    ("gptj", "rotary-8-of-16", {"tie_word_embeddings": True}, "its head has a bias"),
+    ("gemma3_text", "sliding-global-two-bases", {"final_logit_softcapping": 30.0},
+     "final_logit_softcapping=30.0 is not supported"),
+    ("gemma3_text", "sliding-global-two-bases", {"attn_logit_softcapping": 50.0},
+     "attn_logit_softcapping=50.0 is not supported"),
+    ("gemma3_text", "sliding-global-two-bases", {"use_bidirectional_attention": True},
+     "use_bidirectional_attention=true"),
+    ("gemma3_text", "sliding-global-two-bases", {"layer_types": ["sliding_attention", "full_attention"]},
+     "layer_types lists 2 layers .* expected 3"),
+    ("gemma3_text", "sliding-global-two-bases", {"rope_parameters": {
+        "sliding_attention": {"rope_type": "linear", "factor": 2.0}, "full_attention": {"rope_type": "default"}}},
+     "'linear' on sliding_attention layers"),
 ])
-def test_gemma3_configs_it_cannot_build_are_refused_by_field(tmp_path, family_checkpoint, change, message):
-    folder = tmp_path / "gemma"
-    shutil.copytree(family_checkpoint("gemma3_text", "sliding-global-two-bases"), folder)
+def test_family_configs_it_cannot_build_are_refused_by_field(tmp_path, family_checkpoint, family, case, change,
+                                                             message):
+    folder = tmp_path / family
+    shutil.copytree(family_checkpoint(family, case), folder)
     edit_json(folder / "config.json", **change)
     with pytest.raises(CheckpointError, match=message):
         load_checkpoint(folder)
