@@ -132,6 +132,8 @@ def test_auto_refusal_lists_every_candidate_and_what_passes(tmp_path):
     assert (tmp_path / "android.rejected" / "parity.html").is_file()
 
 
+# slow: 60 s of XNNPACK lowering; the default suite keeps under 15 minutes on 2 cores.
+@pytest.mark.slow
 def test_eager_estimate_agrees_with_the_xnnpack_artifact(student_text, tmp_path):
     """--quant auto skips an ExecuTorch candidate on its eager torchao estimate only when it is
     ESTIMATE_MARGIN_TOP1 below the gate: the estimate must be that close to what XNNPACK runs."""
