@@ -127,6 +127,48 @@ def test_planted_fp16_overflow_is_caught_and_fp32_statistics_fix_it(tmp_path):
     assert kept <= thresholds.kl_mean_max
 
 
+def test_a_residual_stream_past_fp16s_range_is_kept_in_fp32(tmp_path):
+    """Gemma 3 270M's residual stream reaches 1.04e5 from layer 11 on, past fp16's 65504, while each
+    block's output stays small. Planted here the way Gemma builds it: the student's embedding
+    multiplied by a factor (Gemma: sqrt(hidden)) that puts the stream near 2e5, every weight as
+    trained. Computed in fp16 the stream overflows to inf and the logits are not finite; kept in
+    fp32 (fp32_residual, the default) it gives the fp32 model's logits."""
+    import dataclasses
+
+    checkpoint = load_checkpoint(STUDENT_DIR)
+    decoder = build_model(checkpoint, MAX_SEQ_LEN)
+    factor = 2e5 / float(decoder.embed_tokens.weight.abs().max())
+    decoder.spec = dataclasses.replace(decoder.spec, embedding_scale=factor)
+    ids = list(range(3, 20))
+    assert max(float(peak) for peak in _stream_peaks(decoder, ids)) > 65504
+    expected = ReferenceLM(decoder, MAX_SEQ_LEN).forward(ids)[-1]
+
+    def logits(params, where):
+        session = coreml.open_session(_emit(checkpoint, where, "none", params, decoder), engine="interpreter")
+        return session.forward(ids).float()
+
+    assert not torch.isfinite(logits({"fp32_residual": False}, tmp_path / "fp16-stream")).all()
+    kept = logits({}, tmp_path / "fp32-stream")
+    p = torch.log_softmax(expected, -1)
+    kl = float((p.exp() * (p - torch.log_softmax(kept, -1))).sum())
+    assert kl <= load_target("ios").formats["coreml"].recipes["none"].thresholds.kl_mean_max
+
+
+def _stream_peaks(decoder, ids):
+    """The largest |x| of the residual stream after each block, in fp32."""
+    from exporter.models.cache import NoCache
+
+    peaks = []
+    hooks = [layer.register_forward_hook(lambda m, i, out: peaks.append(out.abs().max())) for layer in decoder.layers]
+    try:
+        with torch.no_grad():
+            decoder(torch.tensor([ids]), torch.arange(len(ids))[None], NoCache(len(ids)))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return peaks
+
+
 def test_student_fp16_and_int4_pass_their_thresholds(tmp_path):
     target = load_target("ios")
     for recipe in ("none", "int4"):

@@ -16,7 +16,11 @@ also avoids the torch.export guard that a slice whose bound may equal the cache 
 
 Precision: weights fp16 (or compressed), activations fp16, except the normalisation statistics
 (pow, reduce_mean, the eps add, rsqrt; layer_norm), kept in fp32: x**2 overflows fp16 for
-|x| > ~256, and mean(x**2) for a residual stream like SmolLM2-135M's (2.4e4 in one channel).
+|x| > ~256, and mean(x**2) for a residual stream like SmolLM2-135M's (2.4e4 in one channel); and
+the residual stream itself (the token embedding's output, every residual add, the multiplication
+that normalises it), kept in fp32: Gemma 3 270M's reaches 1.04e5, past fp16's 65504, from layer 11
+on. The blocks' own work (projections, attention, MLP) stays fp16; the casts sit where the
+statistics already needed them.
 Compression (coremltools.optimize.coreml) touches only `linear` weights, so the RoPE tables
 (gathered constants) stay exact; a tied embedding shares the head's compressed weight.
 
@@ -53,6 +57,51 @@ def _statistic_neighbours(op) -> tuple[list, list]:
     inputs = [v for value in op.inputs.values() for v in (value if isinstance(value, (list, tuple)) else [value])]
     producers = [v.op for v in inputs if getattr(v, "op", None) is not None and v.op.op_type != "const"]
     return producers, [child for out in op.outputs for child in out.child_ops]
+
+
+# Ops that pass the residual stream on unchanged in value (the last position sliced off for the head).
+STREAM_CARRIERS = {"slice_by_index", "slice_by_size", "reshape", "squeeze", "expand_dims", "identity"}
+
+
+def residual_stream(block) -> set[str]:
+    """Names of the ops that carry the residual stream: from the token embedding's gather (and
+    the factor on it), through every add of two computed values that reaches it, to the
+    multiplications that normalise it (x * rsqrt(...), whose output is ~1 and goes on in fp16)."""
+    def is_embedding(op) -> bool:
+        table = op.inputs.get("x") if op.op_type == "gather" else None
+        return table is not None and table.op is not None and table.op.op_type == "const" \
+            and "rotary" not in table.name and len(table.shape) == 2
+
+    frontier = [op for op in block.operations if is_embedding(op)]
+    stream = {op.name for op in frontier}
+    while frontier:
+        op = frontier.pop()
+        for child in _statistic_neighbours(op)[1]:
+            if child.name in stream:
+                continue
+            producers = _statistic_neighbours(child)[0]
+            if (child.op_type == "add" and len(producers) == 2) or child.op_type in STREAM_CARRIERS \
+                    or (child.op_type == "mul" and op.op_type == "gather" and len(producers) == 1):
+                stream.add(child.name)
+                frontier.append(child)
+            elif child.op_type == "mul" and any(p.op_type == "rsqrt" for p in producers):
+                stream.add(child.name)  # the normalising multiplication: the stream ends here
+    return stream
+
+
+class Fp16Selector:
+    """coremltools' op_selector: True for the ops computed in fp16, i.e. all but the statistics
+    (`keeps_fp32`) and, with `keep_stream`, the residual stream (found once per block)."""
+
+    def __init__(self, statistics: set[str], keep_stream: bool):
+        self.statistics, self.keep_stream = statistics, keep_stream
+        self.streams: dict[int, set[str]] = {}
+
+    def __call__(self, op) -> bool:
+        block = op.enclosing_block
+        if self.keep_stream and id(block) not in self.streams:
+            self.streams[id(block)] = residual_stream(block)
+        return not (op.name in self.streams.get(id(block), ()) or keeps_fp32(op, self.statistics))
 
 
 def keeps_fp32(op, statistics: set[str] = FP32_STATISTICS) -> bool:
@@ -122,7 +171,8 @@ def artifact_metadata(checkpoint, max_seq_len: int) -> dict[str, str]:
     }
 
 
-def _convert(decoder: Decoder, max_seq_len: int, fp32: bool, fp32_statistics: bool = True):
+def _convert(decoder: Decoder, max_seq_len: int, fp32: bool, fp32_statistics: bool = True,
+             fp32_residual: bool = True):
     import coremltools as ct
     from torch.export import Dim, export
 
@@ -138,10 +188,11 @@ def _convert(decoder: Decoder, max_seq_len: int, fp32: bool, fp32_statistics: bo
     if fp32:
         precision = ct.precision.FLOAT32
     else:
-        # op_selector picks the ops computed in fp16; the normalisation statistics stay fp32.
-        # fp32_statistics=False exists to demonstrate the overflow it prevents (tests).
+        # op_selector picks the ops computed in fp16; the normalisation statistics and the residual
+        # stream stay fp32. fp32_statistics=False and fp32_residual=False exist to demonstrate the
+        # overflows they prevent (tests).
         keep = FP32_STATISTICS if fp32_statistics else set()
-        precision = ct.transform.FP16ComputePrecision(op_selector=lambda op: not keeps_fp32(op, keep))
+        precision = ct.transform.FP16ComputePrecision(op_selector=Fp16Selector(keep, fp32_residual))
     state_shape = tuple(module.keyCache.shape)
     with stage("coremltools convert"):
         return ct.convert(
@@ -196,7 +247,8 @@ def emit(decoder: Decoder, recipe: QuantRecipe, max_seq_len: int, metadata: dict
 
     scheme = recipe.params.get("scheme", recipe.name)
     mlmodel = _convert(decoder, max_seq_len, fp32=scheme == "fp32",
-                       fp32_statistics=bool(recipe.params.get("fp32_statistics", True)))
+                       fp32_statistics=bool(recipe.params.get("fp32_statistics", True)),
+                       fp32_residual=bool(recipe.params.get("fp32_residual", True)))
     with stage(f"compress coreml ({recipe.name})"):
         mlmodel = compress(mlmodel, recipe)
     mlmodel.user_defined_metadata.update(metadata)
