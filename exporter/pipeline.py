@@ -382,7 +382,8 @@ def search_failure(fmt: str, tried: list[Candidate], checkpoint: Checkpoint, tar
     fp32_mb = checkpoint.spec.num_parameters * 4 / 1e6
     return (f"no {fmt} quantization keeps this model's predictions ({wanted} on held-out text); tried: "
             + "; ".join(c.line() for c in tried)
-            + f". Nothing shipped for {target}. What passes: --quant none (unquantized, exact, ~{fp32_mb:.0f} MB); "
+            + f". Nothing shipped for {target}. What passes: --quant {fmt}=fp32 (full precision, as the reference "
+              f"computes, ~{fp32_mb:.0f} MB); "
               f"or ship the last one tried with its loss recorded: --accept-quality-loss; report: {report}")
 
 

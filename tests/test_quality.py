@@ -127,7 +127,7 @@ def test_auto_refusal_lists_every_candidate_and_what_passes(tmp_path):
     message = str(refused.value)
     assert "tried: int4 " in message and "; int8w " in message
     assert message.count(" MB: top1 ") == 2 and message.count(", text top1 ") == 2
-    assert "--quant none" in message
+    assert "--quant onnx=fp32" in message
     assert (tmp_path / "android" / "earlier-good-output").read_text() == "kept"
     assert (tmp_path / "android.rejected" / "parity.html").is_file()
 
