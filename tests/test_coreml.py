@@ -178,3 +178,17 @@ def test_student_fp16_and_int4_pass_their_thresholds(tmp_path):
         assert parity.passed, parity.failures
         assert parity.metrics["top1"] >= target.formats["coreml"].recipes[recipe].thresholds.top1_min
     shutil.rmtree(tmp_path)
+
+
+@pytest.mark.parametrize(("recipe", "bytes_per_weight"), [("none", 2.0), ("int8", 1.0)])
+def test_tied_embedding_is_stored_once(recipe, bytes_per_weight, tmp_path):
+    """The gather and the head read one constant (fp16, or compressed once): a second copy of the
+    student's table (4096 x 128, 40% of its weights) would show in the weight file."""
+    checkpoint = load_checkpoint(STUDENT_DIR)
+    package = _emit(checkpoint, tmp_path, recipe)
+    weights = sum(f.stat().st_size for f in package.rglob("weight*.bin"))
+    spec = checkpoint.spec
+    assert spec.tie_word_embeddings
+    # per-channel int8 adds a scale per output row; headers and alignment a little more
+    assert weights < spec.num_parameters * bytes_per_weight * 1.1 + 64_000
+    assert weights > spec.num_parameters * bytes_per_weight * 0.9

@@ -64,16 +64,18 @@ STREAM_CARRIERS = {"slice_by_index", "slice_by_size", "reshape", "squeeze", "exp
 
 
 def residual_stream(block) -> set[str]:
-    """Names of the ops that carry the residual stream: from the token embedding's gather (and
-    the factor on it), through every add of two computed values that reaches it, to the
+    """Names of the ops that carry the residual stream: after the token embedding's gather (the
+    factor on it), through every add of two computed values that reaches it, to the
     multiplications that normalise it (x * rsqrt(...), whose output is ~1 and goes on in fp16)."""
     def is_embedding(op) -> bool:
         table = op.inputs.get("x") if op.op_type == "gather" else None
         return table is not None and table.op is not None and table.op.op_type == "const" \
             and "rotary" not in table.name and len(table.shape) == 2
 
+    # The gather itself stays fp16: kept fp32 it would read an fp32 copy of a tied table, stored
+    # apart from the head's (440 MB instead of 271 MB for Gemma 3 270M at int8).
     frontier = [op for op in block.operations if is_embedding(op)]
-    stream = {op.name for op in frontier}
+    stream: set[str] = set()
     while frontier:
         op = frontier.pop()
         for child in _statistic_neighbours(op)[1]:
