@@ -127,6 +127,7 @@ def test_planted_fp16_overflow_is_caught_and_fp32_statistics_fix_it(tmp_path):
     assert kept <= thresholds.kl_mean_max
 
 
+@pytest.mark.slow  # two conversions (25 s); the default suite keeps under 15 minutes
 def test_a_residual_stream_past_fp16s_range_is_kept_in_fp32(tmp_path):
     """Gemma 3 270M's residual stream reaches 1.04e5 from layer 11 on, past fp16's 65504, while each
     block's output stays small. Planted here the way Gemma builds it: the student's embedding
@@ -180,7 +181,7 @@ def test_student_fp16_and_int4_pass_their_thresholds(tmp_path):
     shutil.rmtree(tmp_path)
 
 
-@pytest.mark.parametrize(("recipe", "bytes_per_weight"), [("none", 2.0), ("int8", 1.0)])
+@pytest.mark.parametrize(("recipe", "bytes_per_weight"), [("none", 2.0), pytest.param("int8", 1.0, marks=pytest.mark.slow)])
 def test_tied_embedding_is_stored_once(recipe, bytes_per_weight, tmp_path):
     """The gather and the head read one constant (fp16, or compressed once): a second copy of the
     student's table (4096 x 128, 40% of its weights) would show in the weight file."""
