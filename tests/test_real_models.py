@@ -226,7 +226,12 @@ def test_gemma3_fp32_onnx_reproduces_the_reference_past_the_window_through_genai
 def test_gemma3_tokenizer_matches_on_both_device_tokenizers(gemma3, tmp_path):
     """Gemma's SentencePiece-style BPE through the ExecuTorch runner's tokenizer and onnxruntime-genai's
     (which drops special tokens when decoding, as the app then shows the text)."""
-    from exporter.tokenizer_parity import check_tokenizers, genai_decode, reference_ids, write_genai_tokenizer_folder
+    from exporter.tokenizer_parity import (
+        check_tokenizers,
+        genai_decode,
+        reference_ids,
+        write_genai_tokenizer_folder,
+    )
 
     assert check_tokenizers(gemma3 / "tokenizer.json") == []
     folder = write_genai_tokenizer_folder(gemma3 / "tokenizer.json", tmp_path, gemma3 / "tokenizer_config.json")
