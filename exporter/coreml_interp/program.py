@@ -100,6 +100,7 @@ def _blas_threads(limit: int | None):
         return contextlib.nullcontext()
     if not _THREADPOOLS:
         try:
+            # Deliberately optional (not in [project] dependencies): without it, no thread limit.
             from threadpoolctl import ThreadpoolController
 
             _THREADPOOLS.append(ThreadpoolController())
