@@ -61,8 +61,6 @@ SHOWN_CHARS = 60  # failure messages show repr(text) up to this many characters
 # ---------------------------------------------------------------------------------------------
 # Corpus
 
-log = logging.getLogger(__name__)
-
 
 def _read_json(path: Path) -> Any:
     return json.loads(path.read_text(encoding="utf-8"))

@@ -132,9 +132,13 @@ def test_blocks_beyond_the_traced_two_are_exported(family, case, layers, more, t
     _assert_genai_matches_reference(checkpoint, folder)
 
 
-def test_rope_stays_in_the_graph_when_gqa_cannot_rotate(tmp_path):
+# gemma3_text: two RoPE bases with RoPE in the graph, so every block is traced, none copied.
+@pytest.mark.parametrize(("family", "case", "more"), [
+    ("llama", "llama3-rope-tied-gqa2", {"num_attention_heads": 8, "num_key_value_heads": 4}),
+    ("gemma3_text", "sliding-global-two-bases", {"head_dim": 8, **_SIX_GEMMA_LAYERS, "num_hidden_layers": 6})])
+def test_rope_stays_in_the_graph_when_gqa_cannot_rotate(family, case, more, tmp_path):
     # onnxruntime's GroupQueryAttention rotates only head sizes that are multiples of 16.
-    config = {**case_config("llama", "llama3-rope-tied-gqa2"), "num_attention_heads": 8, "num_key_value_heads": 4}
+    config = {**case_config(family, case), **more}
     checkpoint = load_checkpoint(save_random_checkpoint(tmp_path / "ckpt", config))
     assert checkpoint.spec.head_dim == 8
     folder = _export(checkpoint, tmp_path / "onnx")
@@ -143,6 +147,18 @@ def test_rope_stays_in_the_graph_when_gqa_cannot_rotate(tmp_path):
     assert attention and all(_attrs(n)["do_rotary"] == 0 for n in attention)
     assert "position_ids" in {i.name for i in graph.input}
     _assert_genai_matches_reference(checkpoint, folder)
+    # Logits too (a layer rotated with the other kind's RoPE base can keep random greedy ids).
+    import onnxruntime as ort
+
+    spec, ids = checkpoint.spec, list(range(3, 40))
+    session = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
+    empty = np.zeros((1, spec.num_kv_heads, 0, spec.head_dim), np.float32)
+    feeds = {"input_ids": np.array([ids], np.int64), "attention_mask": np.ones((1, len(ids)), np.int64),
+             "position_ids": np.arange(len(ids), dtype=np.int64)[None],
+             **{i.name: empty for i in session.get_inputs() if i.name.startswith("past_key_values")}}
+    logits = session.run(["logits"], feeds)[0][0]
+    expected = ReferenceLM(build_model(checkpoint, MAX_SEQ_LEN), MAX_SEQ_LEN).full_logits(ids).numpy()
+    assert np.abs(logits - expected).max() < 1e-3
 
 
 def test_genai_continues_a_sequence_with_a_multi_token_append(family_checkpoint, tmp_path):

@@ -94,6 +94,7 @@ def _convert(gguf_dir: Path, gguf_name: str, out: Path) -> None:
     try:
         import torch
         from safetensors.torch import save_file
+
         # Deliberately optional (the `test` extra, not [project] dependencies): a one-line error below.
         from transformers import AutoModelForCausalLM, AutoTokenizer
     except ImportError as e:
