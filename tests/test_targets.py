@@ -54,7 +54,7 @@ def test_portable_names_map_to_each_formats_own_recipe():
     assert _recipes(plan_target(android, _request("int4,onnx=int8w"))) == {"executorch": ["8da4w-e8"], "onnx": ["int8w"]}
     # auto: the candidates and their gate
     (candidates, gate), = plan_target(android, _request(None, ("onnx",))).values()
-    assert [r.name for r in candidates] == ["int4", "int8w"] and gate.text_top1_min == 0.85
+    assert [r.name for r in candidates] == ["int4", "int8w-mlp4", "int8w"] and gate.text_top1_min == 0.85
 
 
 @pytest.mark.parametrize(("quant", "message"), [

@@ -216,12 +216,23 @@ def _export(decoder: Decoder):
     return model
 
 
-def quantize(model, recipe: QuantRecipe, tied: bool, work_dir: Path):
+def int4_mlp_layers(depth: list[float], num_layers: int) -> range:
+    """The blocks [from, to) a recipe's `int4_mlp_depth = [from, to]` names, as fractions of the
+    depth: [0.55, 0.95] is blocks 16-27 of SmolLM2-135M's 30."""
+    start, stop = (float(f) for f in depth)
+    if not 0.0 <= start < stop <= 1.0:
+        raise ExportError(f"int4_mlp_depth must be two fractions 0 <= from < to <= 1, got {depth!r}")
+    return range(int(start * num_layers), int(stop * num_layers))
+
+
+def quantize(model, recipe: QuantRecipe, tied: bool, work_dir: Path, num_layers: int = 0):
     """none: fp32. int4: MatMulNBits, symmetric, `block_size` (default 32), `accuracy_level`
     (default 4: int8 activations inside the kernel), the tied embedding read from the int4 head.
     int8w: the same with 8-bit weights (MatMulNBits bits=8); accuracy_level 0 keeps the
-    activations fp32 (weight-only) but runs on onnxruntime's slow 8-bit path; the target uses 4. int8: onnxruntime's dynamic quantization (int8
-    per-channel weights, int8 activations)."""
+    activations fp32 (weight-only) but runs on onnxruntime's slow 8-bit path; the target uses 4.
+    `int4_mlp_depth = [from, to]` (int8w): the MLPs of those blocks (fractions of the depth) at
+    4 bits, block 32. int8: onnxruntime's dynamic quantization (int8 per-channel weights, int8
+    activations)."""
     from . import onnx_graph
 
     scheme = recipe.params.get("scheme", recipe.name)
@@ -231,7 +242,12 @@ def quantize(model, recipe: QuantRecipe, tied: bool, work_dir: Path):
     if scheme in ("int4", "int8w"):
         bits = 4 if scheme == "int4" else 8
         block = int(recipe.params.get("block_size", 32))
-        model = onnx_graph.quantize_nbits(model, bits, block, int(recipe.params.get("accuracy_level", 4)))
+        level = int(recipe.params.get("accuracy_level", 4))
+        if "int4_mlp_depth" in recipe.params:  # int8w with some blocks' MLPs at 4 bits (block 32) first
+            four = onnx_graph.mlp_matmuls(model, int4_mlp_layers(recipe.params["int4_mlp_depth"], num_layers))
+            model = onnx_graph.quantize_nbits(model, 4, 32, level,
+                                              exclude=[n for n in onnx_graph.weight_matmuls(model) if n not in four])
+        model = onnx_graph.quantize_nbits(model, bits, block, level)
         if tied and not onnx_graph.share_embedding_with_nbits_head(model, block, bits):
             log.warning("tied embedding could not be shared with the int%d head; it is stored separately", bits)
         return model
@@ -251,43 +267,12 @@ def _logits_feeds(spec) -> dict[str, np.ndarray]:
     return feeds
 
 
-def _logits(session, feeds: dict[str, np.ndarray]) -> np.ndarray:
-    wanted = {i.name for i in session.get_inputs()}  # position_ids only where the graph reads it
-    return session.run(["logits"], {k: v for k, v in feeds.items() if k in wanted})[0]
-
-
 def _to_ort(folder: Path, spec) -> float:
-    """model.onnx -> model.ort + required_operators.config, the way onnxruntime's converter does
-    it (`python -m onnxruntime.tools.convert_onnx_models_to_ort --optimization_style Fixed`, in
-    its _convert: an InferenceSession with every optimization that saves the optimized graph in
-    ORT format; NchwcTransformer off as for a non-amd64 target), in this process: the subprocess
-    cost ~1 s of start-up. Returns the max abs logits difference between that session (the
-    optimized model.onnx) and model.ort loaded back."""
-    import onnxruntime as ort
-    from onnxruntime.tools.ort_format_model import create_config_from_models
+    """model.onnx -> model.ort + required_operators.config (onnx_graph.convert_to_ort); the max
+    abs difference of its outputs between the optimized model.onnx and model.ort loaded back."""
+    from . import onnx_graph
 
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.optimized_model_filepath = str(folder / ORT_FILE)
-    options.add_session_config_entry("session.qdqisint8allowed", "0")
-    options.add_session_config_entry("session.save_model_format", "ORT")
-    feeds = _logits_feeds(spec)
-    try:
-        # One session at a time: each holds its own prepacked copy of the weights.
-        logits = _logits(ort.InferenceSession(str(folder / ONNX_FILE), options, providers=["CPUExecutionProvider"],
-                                              disabled_optimizers=["NchwcTransformer"]), feeds)
-        difference = float(np.abs(logits - _logits(ort.InferenceSession(
-            str(folder / ORT_FILE), providers=["CPUExecutionProvider"]), feeds)).max())
-    except Exception as error:  # onnxruntime's Fail/InvalidGraph/... derive from Exception only
-        raise ExportError(f"ORT format conversion failed: {error}") from error
-    config = folder / "required_operators.config"
-    create_config_from_models([folder / ORT_FILE], config, enable_type_reduction=False)
-    # The config names the (staging) path of the model in a comment: drop it so the file is
-    # reproducible. model.ort itself is not byte-reproducible (ORT's serializer lays the
-    # flatbuffer out differently from run to run); model.onnx is, and the logits are compared.
-    config.write_text("".join(line for line in config.read_text().splitlines(keepends=True)
-                              if not line.startswith("# - ")))
-    return difference
+    return onnx_graph.convert_to_ort(folder / ONNX_FILE, folder / ORT_FILE, _logits_feeds(spec))
 
 
 def emit(decoder: Decoder, recipe: QuantRecipe, max_seq_len: int, metadata: dict[str, Any], out_dir: Path) -> Path:
@@ -299,7 +284,7 @@ def emit(decoder: Decoder, recipe: QuantRecipe, max_seq_len: int, metadata: dict
     with stage("torch.onnx.export (dynamo, GroupQueryAttention)"):
         model = _export(decoder)
     with stage(f"quantize onnx ({recipe.name})"):
-        model = quantize(model, recipe, decoder.spec.tie_word_embeddings, out_dir)
+        model = quantize(model, recipe, decoder.spec.tie_word_embeddings, out_dir, decoder.spec.num_layers)
     large = model.ByteSize() > 1_800_000_000  # protobuf's 2 GB limit, with headroom
     onnx.save_model(model, str(out_dir / ONNX_FILE), save_as_external_data=large,
                     all_tensors_to_one_file=True, location=ONNX_FILE + ".data")

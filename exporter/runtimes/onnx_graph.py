@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ast
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -297,28 +297,48 @@ def fold_weight_transposes(model, shared: str = "copy") -> None:
         graph.node.remove(node)
 
 
-def quantize_nbits(model, bits: int, block_size: int, accuracy_level: int):
-    """onnxruntime's MatMulNBits quantizer: weight-only, symmetric, per block."""
+def quantize_nbits(model, bits: int, block_size: int, accuracy_level: int, exclude: Sequence[str] = ()):
+    """onnxruntime's MatMulNBits quantizer: weight-only, symmetric, per block; `exclude`: MatMul
+    node names left as they are."""
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
     quantizer = MatMulNBitsQuantizer(model, bits=bits, block_size=block_size, is_symmetric=True,
-                                     accuracy_level=accuracy_level, op_types_to_quantize=("MatMul",))
+                                     accuracy_level=accuracy_level, nodes_to_exclude=list(exclude),
+                                     op_types_to_quantize=("MatMul",))
     quantizer.process()
     return quantizer.model.model
 
 
+def weight_matmuls(model) -> dict[str, str]:
+    """MatMul node name -> its constant weight's initializer name (decoder.layers.<i>.mlp.up_proj...)."""
+    initializers = {i.name for i in model.graph.initializer}
+    return {n.name: n.input[1] for n in model.graph.node
+            if n.op_type == "MatMul" and len(n.input) > 1 and n.input[1] in initializers}
+
+
+def mlp_matmuls(model, layers: Iterable[int]) -> list[str]:
+    """The MLP MatMuls (gate, up, down) of the given blocks, by their weights' names."""
+    wanted = {f"layers.{i}.mlp." for i in layers}
+    return [node for node, weight in weight_matmuls(model).items()
+            if any(prefix in weight for prefix in wanted)]
+
+
 def quantize_int8_dynamic(model, work_dir: Path):
-    """onnxruntime's dynamic int8 quantization (per-channel weights, int8 activations at run time)."""
+    """onnxruntime's dynamic int8 quantization (per-channel weights, int8 activations at run time)
+    of the MatMuls with a constant weight (an encoder's attention scores and weighted values are
+    products of two activations: they stay fp32)."""
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     src, dst = work_dir / "fp32.onnx", work_dir / "int8.onnx"
+    weights = list(weight_matmuls(model))
     onnx.save_model(model, str(src))
     # DefaultTensorType: onnx's shape inference cannot type the outputs of onnxruntime's
     # contrib ops (GroupQueryAttention, SkipSimplifiedLayerNormalization); every activation here
     # is fp32.
     quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=True,
-                     op_types_to_quantize=["MatMul"], extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+                     op_types_to_quantize=["MatMul"], nodes_to_quantize=weights,
+                     extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
     quantized = onnx.load(str(dst))
     src.unlink()
     dst.unlink()
@@ -383,3 +403,45 @@ def share_embedding_with_nbits_head(model, block_size: int, bits: int = 4) -> bo
         graph.initializer.remove(initializers[gather.input[0]])
     merge_duplicate_nodes(model)
     return True
+
+
+def convert_to_ort(onnx_path: Path, ort_path: Path, feeds: dict[str, np.ndarray]) -> float:
+    """model.onnx -> model.ort + required_operators.config beside it, the way onnxruntime's
+    converter does it (`python -m onnxruntime.tools.convert_onnx_models_to_ort --optimization_style
+    Fixed`, in its _convert: an InferenceSession with every optimization that saves the optimized
+    graph in ORT format; NchwcTransformer off as for a non-amd64 target), in this process: the
+    subprocess cost ~1 s of start-up. Returns the max abs difference over every output between
+    that session (the optimized model.onnx) and model.ort loaded back, on `feeds` (those the
+    graph reads: the exporter drops an input no node reads, such as position_ids)."""
+    import onnxruntime as ort
+    from onnxruntime.tools.ort_format_model import create_config_from_models
+
+    from ..errors import ExportError
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.optimized_model_filepath = str(ort_path)
+    options.add_session_config_entry("session.qdqisint8allowed", "0")
+    options.add_session_config_entry("session.save_model_format", "ORT")
+
+    def run(session) -> list:
+        wanted = {i.name for i in session.get_inputs()}
+        return session.run(None, {k: v for k, v in feeds.items() if k in wanted})
+
+    try:
+        # One session at a time: each holds its own prepacked copy of the weights.
+        before = run(ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"],
+                                          disabled_optimizers=["NchwcTransformer"]))
+        after = run(ort.InferenceSession(str(ort_path), providers=["CPUExecutionProvider"]))
+    except Exception as error:  # onnxruntime's Fail/InvalidGraph/... derive from Exception only
+        raise ExportError(f"ORT format conversion failed: {error}") from error
+    difference = max(float(np.abs(np.asarray(a, dtype=np.float32) - np.asarray(b, dtype=np.float32)).max())
+                     for a, b in zip(before, after, strict=True))
+    config = ort_path.parent / "required_operators.config"
+    create_config_from_models([ort_path], config, enable_type_reduction=False)
+    # The config names the (staging) path of the model in a comment: drop it so the file is
+    # reproducible. model.ort itself is not byte-reproducible (ORT's serializer lays the
+    # flatbuffer out differently from run to run); model.onnx is, and the outputs are compared.
+    config.write_text("".join(line for line in config.read_text().splitlines(keepends=True)
+                              if not line.startswith("# - ")))
+    return difference
