@@ -8,6 +8,7 @@ refused: loading them executes code.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -19,7 +20,20 @@ import torch
 
 from .chat import TEMPLATE_FILES, ChatSpec, load_chat_spec
 from .errors import InputError
-from .models import MODELS, ConfigError, Decoder, DecoderSpec, Family, HFConfig
+from .models import (
+    REFUSED_ENCODERS,
+    ConfigError,
+    Decoder,
+    DecoderSpec,
+    Encoder,
+    EncoderSpec,
+    Family,
+    HFConfig,
+    build,
+    family_of,
+    supported_model_types,
+)
+from .models.encoder import Pooling
 from .models.family import SpecTransform, split_rows
 
 log = logging.getLogger(__name__)
@@ -45,7 +59,7 @@ class Checkpoint:
     name: str
     family: Family
     config: HFConfig
-    spec: DecoderSpec
+    spec: DecoderSpec | EncoderSpec
     weight_files: list[Path]
     tensor_index: dict[str, Path]  # checkpoint tensor name -> file holding it
     tokenizer: TokenizerFiles
@@ -62,7 +76,7 @@ class Checkpoint:
         """sha256 over config, weights and tokenizer files, in a fixed order."""
         h = hashlib.sha256()
         files = [self.path / "config.json", *self.weight_files, self.tokenizer.tokenizer_json]
-        for extra in ("tokenizer_config.json", "generation_config.json",
+        for extra in ("tokenizer_config.json", "generation_config.json", *SENTENCE_TRANSFORMERS_FILES, "1_Pooling/config.json",
                       *(f for f in TEMPLATE_FILES if f != "tokenizer_config.json")):
             if (self.path / extra).is_file():
                 files.append(self.path / extra)
@@ -146,7 +160,7 @@ def _weight_files(root: Path) -> tuple[list[Path], dict[str, Path]]:
     return files, tensor_index
 
 
-def _tokenizer_files(root: Path, spec: DecoderSpec) -> TokenizerFiles:
+def _tokenizer_files(root: Path, spec: DecoderSpec | EncoderSpec) -> TokenizerFiles:
     from tokenizers import Tokenizer
 
     path = root / "tokenizer.json"
@@ -213,13 +227,18 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     if not isinstance(raw, dict):
         raise CheckpointError(f"{root / 'config.json'}: expected a JSON object")
     model_type = raw.get("model_type")
-    if model_type not in MODELS:
+    if model_type in REFUSED_ENCODERS:
+        raise CheckpointError(f"{root / 'config.json'}: model_type {model_type!r} is not supported: "
+                              f"{REFUSED_ENCODERS[model_type]} (supported: {', '.join(supported_model_types())})")
+    family = family_of(model_type)
+    if family is None:
         raise CheckpointError(f"{root / 'config.json'}: model_type {model_type!r} is not supported "
-                              f"(supported: {', '.join(sorted(MODELS))})")
-    family = MODELS[model_type]
+                              f"(supported: {', '.join(supported_model_types())})")
     try:
         config = family.config_class.from_dict(raw)
         spec = config.to_spec()
+        if isinstance(spec, EncoderSpec):
+            spec = dataclasses.replace(spec, pooling=read_pooling(root), max_input_tokens=read_max_input_tokens(root, spec))
     except ConfigError as e:
         raise CheckpointError(f"{root / 'config.json'}: {str(e).removeprefix('config.json: ')}") from None
     files, tensor_index = _weight_files(root)
@@ -232,7 +251,54 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
                       generation_config=generation, chat=chat)
 
 
-def load_weights(checkpoint: Checkpoint, model: Decoder) -> None:
+# sentence-transformers' files beside config.json: the module list, the pooling and the input length.
+SENTENCE_TRANSFORMERS_FILES = ("modules.json", "sentence_bert_config.json")
+
+
+def read_pooling(root: Path) -> Pooling:
+    """The pooling sentence-transformers applies to this checkpoint (modules.json names the Pooling
+    folder and whether a Normalize module follows); mean pooling without normalisation when the
+    checkpoint is not a sentence-transformers model."""
+    modules_path = root / "modules.json"
+    if not modules_path.is_file():
+        return Pooling()
+    modules = _read_json(modules_path, "modules.json")
+    if not isinstance(modules, list) or not all(isinstance(m, dict) for m in modules):
+        raise CheckpointError(f"{modules_path}: expected a list of modules")
+    kinds = [str(m.get("type", "")).rsplit(".", 1)[-1] for m in modules]
+    supported = {"Transformer", "Pooling", "Normalize"}
+    if set(kinds) - supported:
+        raise CheckpointError(f"{modules_path}: sentence-transformers modules {sorted(set(kinds) - supported)} are not "
+                              "supported (only Transformer, Pooling, Normalize)")
+    if "Pooling" not in kinds:
+        raise CheckpointError(f"{modules_path}: no Pooling module")
+    folder = str(modules[kinds.index("Pooling")].get("path", ""))
+    config_path = _inside(root, f"{folder}/config.json", "modules.json")
+    config = _read_json(config_path, "the pooling config")
+    modes = [mode for key, mode in (("pooling_mode_mean_tokens", "mean"), ("pooling_mode_cls_token", "cls"),
+                                    ("pooling_mode_max_tokens", "max")) if config.get(key)]
+    others = sorted(k for k, v in config.items() if k.startswith("pooling_mode_") and v and
+                    k not in ("pooling_mode_mean_tokens", "pooling_mode_cls_token", "pooling_mode_max_tokens"))
+    if others or len(modes) != 1:
+        raise CheckpointError(f"{config_path}: exactly one of mean, CLS or max pooling is supported "
+                              f"(this one asks for {', '.join(modes + others) or 'none'})")
+    return Pooling(mode=modes[0], normalize="Normalize" in kinds, source="sentence-transformers")
+
+
+def read_max_input_tokens(root: Path, spec: EncoderSpec) -> int:
+    """The longest input the model was trained on: sentence-transformers' max_seq_length where
+    the checkpoint has one (all-MiniLM-L6-v2: 256 of its 512 positions), else every position."""
+    path = root / "sentence_bert_config.json"
+    limit = spec.max_position_embeddings - (spec.pad_token_id + 1 if spec.positions_after_padding_id else 0)
+    if path.is_file():
+        value = _read_json(path, "sentence_bert_config.json")
+        length = value.get("max_seq_length") if isinstance(value, dict) else None
+        if isinstance(length, int) and not isinstance(length, bool) and 0 < length:
+            return min(length, limit)
+    return limit
+
+
+def load_weights(checkpoint: Checkpoint, model: Decoder | Encoder) -> None:
     """Copy every checkpoint tensor into `model` by the family's rules, or raise.
 
     Each checkpoint tensor is either mapped by a rule or declared unused by the family; each model
@@ -310,8 +376,15 @@ def load_weights(checkpoint: Checkpoint, model: Decoder) -> None:
         handles.clear()
 
 
-def build_model(checkpoint: Checkpoint, max_positions: int | None = None) -> Decoder:
-    """An fp32 eval-mode Decoder holding the checkpoint's weights."""
-    model = Decoder(checkpoint.spec, max_positions)
+def require_decoder(checkpoint: Checkpoint, command: str) -> None:
+    """Refuse an encoder where only a decoder makes sense (generation, its peers, its sensitivity)."""
+    if getattr(checkpoint.spec, "is_encoder", False):
+        raise CheckpointError(f"{checkpoint.path}: {command} works on decoders (chat and completion models); this "
+                              f"is an encoder ({checkpoint.model_type}, {checkpoint.spec.task})")
+
+
+def build_model(checkpoint: Checkpoint, max_positions: int | None = None) -> Decoder | Encoder:
+    """An fp32 eval-mode Decoder (or Encoder) holding the checkpoint's weights."""
+    model = build(checkpoint.spec, max_positions)
     load_weights(checkpoint, model)
     return model.eval()

@@ -178,17 +178,23 @@ def verify(bundle, model_dir, target_file, as_json):
 
     Exits 1 if anything fails.
     """
+    from .encoder_pipeline import figures_line
     from .pipeline import quality_line, verify_bundle
 
     check = verify_bundle(bundle, model_dir, target_file)
     if as_json:
         click.echo(json.dumps({"passed": check.passed, "problems": check.problems,
-                               "artifacts": [r.to_json() | {"prompts": None} for r in check.results]}, indent=2))
+                               "artifacts": [r.to_json() | ({} if hasattr(r, "figures") else {"prompts": None})
+                                             for r in check.results]}, indent=2))
     else:
         for problem in check.problems:
             click.echo(f"FAIL {problem}")
         for r in check.results:
             status = "ok  " if r.passed else "FAIL"
+            if hasattr(r, "figures"):  # an encoder artifact
+                click.echo(f"{status} {r.artifact} ({r.quantization}): {figures_line(r.figures)}"
+                           + (f" -- {'; '.join(r.failures)}" if r.failures else ""))
+                continue
             click.echo(f"{status} {r.artifact} ({r.quantization}, reference {r.reference}): {quality_line(r)}, "
                        f"greedy {r.metrics['greedy_prefix_min']:.2f}"
                        + (f" -- {'; '.join(r.failures)}" if r.failures else ""))
@@ -216,10 +222,13 @@ def verify(bundle, model_dir, target_file, as_json):
 @click.option("--seed", type=int, default=0, show_default=True, help="Sampling seed.")
 @click.option("--tokenizer", "tokenizer_path", type=click.Path(path_type=Path),
               help="tokenizer.json for a bare artifact (default: the one beside it or in its parent).")
+@click.option("--text", "texts", multiple=True,
+              help="For an encoder bundle: a text to embed, classify or label (repeat for more); for question "
+                   "answering, --text QUESTION --text PASSAGE.")
 @click.option("--json", "as_json", is_flag=True,
               help="Print one JSON object (prompt_ids, generated_ids, text, stop_reason, timings) instead of streaming.")
 @guarded
-def run(path, prompt, as_chat, system_prompt, max_new_tokens, fmt, temperature, seed, tokenizer_path, as_json):
+def run(path, prompt, as_chat, system_prompt, max_new_tokens, fmt, temperature, seed, tokenizer_path, texts, as_json):
     """Generate from a bundle (or one artifact) through the runtime the app uses, streaming text.
 
     PATH is a bundle directory (with manifest.json) or a single artifact: a model.pte (ExecuTorch,
@@ -228,9 +237,16 @@ def run(path, prompt, as_chat, system_prompt, max_new_tokens, fmt, temperature, 
 
     With --chat and no --prompt: a conversation on the terminal (history kept; /reset starts over;
     Ctrl-C stops a reply, Ctrl-D or /quit ends the session).
+
+    An encoder bundle (BERT, MiniLM, DistilBERT) takes --text instead: the embeddings' cosines, the
+    labels with scores, or the answer span.
     """
     from .runner import Conversation, open_for_run
 
+    encoder_manifest = _encoder_manifest(path)
+    if encoder_manifest is not None or texts:
+        _run_encoder(path, encoder_manifest, texts, fmt, prompt, as_json)
+        return
     if prompt is None and not as_chat:
         raise InputError("--prompt is required (or --chat for a conversation)")
     if system_prompt is not None and not as_chat:
@@ -258,6 +274,29 @@ def run(path, prompt, as_chat, system_prompt, max_new_tokens, fmt, temperature, 
         _run_once(target, conversation.prompt_ids(1)[0], max_new_tokens, seed, sampling, as_json)
         return
     _chat_loop(target, conversation, max_new_tokens, seed, sampling)
+
+
+def _encoder_manifest(path: Path) -> dict | None:
+    """The manifest of an encoder bundle at `path` (None: not a bundle, or a decoder's)."""
+    from . import manifest as manifest_io
+
+    if not (Path(path) / manifest_io.MANIFEST).is_file():
+        return None
+    manifest = manifest_io.read(Path(path))
+    return manifest if "encoder" in manifest else None
+
+
+def _run_encoder(path, manifest, texts, fmt, prompt, as_json):
+    from .encoder_run import open_encoder_bundle, render, run_texts
+
+    if manifest is None:
+        raise InputError(f"{path}: --text is for an encoder bundle; this is not one (use --prompt)")
+    if prompt is not None:
+        raise InputError(f"{path} holds an encoder ({manifest['encoder']['task']}): pass --text, not --prompt")
+    if not texts or not all(t.strip() for t in texts):
+        raise InputError("--text is required and may not be empty (repeat it for more texts)")
+    result = run_texts(open_encoder_bundle(Path(path), manifest, fmt), list(texts))
+    click.echo(json.dumps(result, ensure_ascii=False) if as_json else render(result))
 
 
 def _run_once(target, prompt_ids, max_new_tokens, seed, sampling, as_json):
@@ -406,7 +445,7 @@ def sensitivity(model_dir, target, fmt, quant, max_seq_len, text_tokens, json_pa
 
 @guarded
 def _sensitivity(model_dir, target, fmt, quant, max_seq_len, text_tokens, json_path):
-    from .checkpoint import load_checkpoint
+    from .checkpoint import load_checkpoint, require_decoder
     from .pipeline import cache_length
     from .recipes import load_target
     from .runtimes import runtime
@@ -417,6 +456,7 @@ def _sensitivity(model_dir, target, fmt, quant, max_seq_len, text_tokens, json_p
         raise InputError(f"target {target} does not emit {fmt} (it emits: {', '.join(recipes.formats)})")
     recipe = recipes.formats[fmt].recipe(quant)
     checkpoint = load_checkpoint(model_dir or _default_model())
+    require_decoder(checkpoint, "sensitivity")
     result = layer_sensitivity(checkpoint, runtime(fmt), recipe, cache_length(checkpoint, max_seq_len or recipes.max_seq_len),
                                text_tokens)
     click.echo(render(result))

@@ -13,8 +13,55 @@ def context_length(checkpoint: Checkpoint, requested: int) -> int:
     return min(requested, checkpoint.spec.max_position_embeddings)
 
 
+def describe_encoder(checkpoint: Checkpoint) -> dict[str, Any]:
+    """An encoder checkpoint: its task (and labels, pooling, input limit) and what each target emits."""
+    spec = checkpoint.spec
+    targets = {}
+    for name in target_names():
+        target = load_target(name)
+        targets[name] = {"max_seq_len": min(target.encoder_max_seq_len, spec.max_input_tokens),
+                         "artifacts": [{"format": f, "quantization": r.default_recipe, "recipes": r.choices()}
+                                       for f, r in target.encoder_formats.items()]}
+    return {
+        "path": str(checkpoint.path), "name": checkpoint.name, "family": checkpoint.model_type, "kind": "encoder",
+        "task": spec.task, "labels": list(spec.labels),
+        "pooling": spec.pooling.to_json() if spec.task == "feature-extraction" else None,
+        "parameters": spec.num_parameters, "layers": spec.num_layers, "hidden_size": spec.hidden_size,
+        "heads": spec.num_heads, "vocab_size": spec.vocab_size, "positions": spec.max_position_embeddings,
+        "max_input_tokens": spec.max_input_tokens,
+        "tokenizer": {"path": str(checkpoint.tokenizer.tokenizer_json), "vocab": checkpoint.tokenizer.vocab_size},
+        "weights": [p.name for p in checkpoint.weight_files],
+        "config_defaults_used": checkpoint.config.defaults_used,
+        "config_unknown_keys": sorted(checkpoint.config.extra),
+        "targets": targets,
+    }
+
+
+def render_encoder(info: dict[str, Any]) -> str:
+    pooling = info["pooling"]
+    lines = [
+        f"model        {info['name']}  ({info['path']})",
+        f"family       {info['family']} (encoder)",
+        f"task         {info['task']}" + (f"; labels {', '.join(info['labels'])}" if info["labels"] else "")
+        + (f"; {pooling['mode']} pooling{', normalised' if pooling['normalize'] else ''} ({pooling['source']})"
+           if pooling else ""),
+        f"parameters   {info['parameters']:,}  ({info['layers']} layers, hidden {info['hidden_size']}, "
+        f"{info['heads']} heads)",
+        f"vocab        {info['vocab_size']:,} (tokenizer: {info['tokenizer']['vocab']:,} tokens)",
+        f"inputs       up to {info['max_input_tokens']:,} tokens ({info['positions']:,} positions)",
+        f"tokenizer    {info['tokenizer']['path']}",
+        f"weights      {', '.join(info['weights'])}",
+    ]
+    for name, target in info["targets"].items():
+        emitted = ", ".join(f"{a['format']} ({a['quantization']})" for a in target["artifacts"]) or "nothing"
+        lines.append(f"--target {name:<8} {emitted}; inputs up to {target['max_seq_len']} tokens")
+    return "\n".join(lines)
+
+
 def describe(checkpoint: Checkpoint) -> dict[str, Any]:
     spec = checkpoint.spec
+    if getattr(spec, "is_encoder", False):
+        return describe_encoder(checkpoint)
     targets = {}
     for name in target_names():
         target = load_target(name)
@@ -93,6 +140,8 @@ def _render_chat(chat: dict[str, Any] | None) -> list[str]:
 
 
 def render(info: dict[str, Any]) -> str:
+    if info.get("kind") == "encoder":
+        return render_encoder(info)
     lines = [
         f"model        {info['name']}  ({info['path']})",
         f"family       {info['family']}",

@@ -108,27 +108,36 @@ def tool_versions() -> dict[str, str]:
     return versions
 
 
-def plan_formats(target: TargetRecipe, requested: tuple[str, ...] | None, strict: bool = True) -> list[str]:
+def formats_of(target: TargetRecipe, encoder: bool) -> dict[str, Any]:
+    """The target's format tables for this kind of model (decoders: [formats], encoders: [encoder.formats])."""
+    return target.encoder_formats if encoder else target.formats
+
+
+def plan_formats(target: TargetRecipe, requested: tuple[str, ...] | None, strict: bool = True,
+                 encoder: bool = False) -> list[str]:
     """The target's formats, or the requested ones; `strict`: each requested one must be the
     target's (else only those it has, for --target all)."""
+    formats = formats_of(target, encoder)
     if requested is None:
-        return list(target.formats)
-    missing = [f for f in requested if f not in target.formats]
+        return list(formats)
+    missing = [f for f in requested if f not in formats]
     if missing and strict:
         raise InputError(f"target {target.name!r} does not emit {', '.join(missing)} "
-                         f"(its formats: {', '.join(target.formats)})")
-    return [f for f in requested if f in target.formats]
+                         f"{'for encoders ' if encoder else ''}(its formats: {', '.join(formats)})")
+    return [f for f in requested if f in formats]
 
 
-def plan_target(target: TargetRecipe, request: ExportRequest, strict: bool = True) -> dict[str, tuple[list, Any]]:
+def plan_target(target: TargetRecipe, request: ExportRequest, strict: bool = True,
+                encoder: bool = False) -> dict[str, tuple[list, Any]]:
     """Per format of this target's export, the recipes to try and the auto gate (None: a named
     recipe, held to its own thresholds). Raises for an unknown name before any export work."""
     choice = parse_quant(request.quant)
-    return {fmt: target.formats[fmt].plan(choice.for_format(fmt))
-            for fmt in plan_formats(target, request.formats, strict)}
+    formats = formats_of(target, encoder)
+    return {fmt: formats[fmt].plan(choice.for_format(fmt))
+            for fmt in plan_formats(target, request.formats, strict, encoder)}
 
 
-def _write_json(path: Path, data: Any) -> None:
+def write_json(path: Path, data: Any) -> None:
     path.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
@@ -141,7 +150,7 @@ def copy_tokenizer_files(checkpoint: Checkpoint, folder: Path) -> None:
         (folder / "tokenizer_config.json").write_text("{}\n")
 
 
-def _copy_tokenizer(checkpoint: Checkpoint, staging: Path) -> dict[str, Any]:
+def copy_tokenizer(checkpoint: Checkpoint, staging: Path) -> dict[str, Any]:
     """The bundle's tokenizer files and their manifest entry."""
     copy_tokenizer_files(checkpoint, staging)
     # Apps encode with the tokenizer's own post-processor (ExecuTorch runner: num_bos=1).
@@ -439,7 +448,7 @@ def export_target(checkpoint: Checkpoint, target: TargetRecipe, request: ExportR
 
         from .report import tradeoff_points, write_html
 
-        _write_json(staging / "parity.json", [r.to_json() for r in result.results])
+        write_json(staging / "parity.json", [r.to_json() for r in result.results])
         tradeoffs = {a["format"]: (tradeoff_points(a["search"]["tried"], a["quantization"]),
                                    a["search"]["gate"].get("text_top1_min")) for a in artifacts if "search" in a}
         write_html(result.results, staging / "parity.html", f"slm-export parity: {checkpoint.name} -> {target.name}",
@@ -452,11 +461,7 @@ def export_target(checkpoint: Checkpoint, target: TargetRecipe, request: ExportR
                                 parity.artifact, parity.quantization, "; ".join(parity.failures))
         failed = [r for r, a in zip(result.results, artifacts, strict=True) if not r.passed and "quality_loss" not in a]
         if failed:
-            rejected = request.out_dir / f"{target.name}.rejected"
-            shutil.rmtree(rejected, ignore_errors=True)
-            rejected.mkdir()
-            for name in ("parity.json", "parity.html"):
-                shutil.copyfile(staging / name, rejected / name)
+            rejected = keep_rejected_report(staging, request.out_dir, target.name)
             first = failed[0]
             if first.format in searches:
                 raise ParityError(search_failure(first.format, searches[first.format], checkpoint, target.name,
@@ -464,35 +469,57 @@ def export_target(checkpoint: Checkpoint, target: TargetRecipe, request: ExportR
             raise ParityError(f"parity failed for {first.artifact} ({first.quantization}): {first.failures[0]}; "
                               f"nothing shipped for {target.name}; report: {rejected / 'parity.html'}")
 
-        _write_json(staging / "reference.json", references.to_json(max_seq_len))
-        tokenizer_entry = _copy_tokenizer(checkpoint, staging)
+        write_json(staging / "reference.json", references.to_json(max_seq_len))
+        tokenizer_entry = copy_tokenizer(checkpoint, staging)
         from .tokenizer_parity import expected_ids
 
         tokenizer_entry["self_test"] = expected_ids(checkpoint.tokenizer.tokenizer_json)
-        manifest = {
-            "schema_version": SCHEMA_VERSION,
-            "generator": {"name": "slm-export", "version": __version__, "tools": tool_versions()},
-            "target": target.name,
-            "model": {"name": checkpoint.name, "family": checkpoint.model_type,
-                      "parameters": checkpoint.spec.num_parameters, "vocab_size": checkpoint.spec.vocab_size,
-                      "max_seq_len": max_seq_len, "bos_token_id": checkpoint.bos_token_id,
-                      "eos_token_ids": checkpoint.eos_token_ids, "source_sha256": checkpoint.digest()},
-            "tokenizer": tokenizer_entry,
-            **chat,
-            "artifacts": artifacts,
-            "parity": {"results": "parity.json", "report": "parity.html", "reference": "reference.json"},
-            "files": list_files(staging),
-            **({"extras": extras} if extras else {}),
-        }
-        write_manifest(staging, manifest)
-        swap_into_place(staging, result.bundle)
-        shutil.rmtree(request.out_dir / f"{target.name}.rejected", ignore_errors=True)
+        publish(staging, {**manifest_head(checkpoint, target, max_seq_len), "tokenizer": tokenizer_entry, **chat,
+                          "artifacts": artifacts, **manifest_tail(staging, extras)}, request.out_dir, target.name)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     if request.bundle:
         with stage(f"bundle {target.name}"):
             result.app = bundle_into_app(result.bundle, target, request.app_dir)
     return result
+
+
+def keep_rejected_report(staging: Path, out_dir: Path, target: str) -> Path:
+    """OUT/<target>.rejected/ with the failed run's parity.json and parity.html (the staging
+    folder itself is removed); returns the folder."""
+    rejected = out_dir / f"{target}.rejected"
+    shutil.rmtree(rejected, ignore_errors=True)
+    rejected.mkdir()
+    for name in ("parity.json", "parity.html"):
+        shutil.copyfile(staging / name, rejected / name)
+    return rejected
+
+
+def manifest_head(checkpoint: Checkpoint, target: TargetRecipe, max_seq_len: int) -> dict[str, Any]:
+    """The manifest's keys before the tokenizer: schema version, generator, target, model."""
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "generator": {"name": "slm-export", "version": __version__, "tools": tool_versions()},
+        "target": target.name,
+        "model": {"name": checkpoint.name, "family": checkpoint.model_type,
+                  "parameters": checkpoint.spec.num_parameters, "vocab_size": checkpoint.spec.vocab_size,
+                  "max_seq_len": max_seq_len, "bos_token_id": checkpoint.bos_token_id,
+                  "eos_token_ids": checkpoint.eos_token_ids, "source_sha256": checkpoint.digest()},
+    }
+
+
+def manifest_tail(staging: Path, extras: list[dict[str, Any]]) -> dict[str, Any]:
+    """The manifest's keys after the artifacts: the parity files, every file, the extras."""
+    return {"parity": {"results": "parity.json", "report": "parity.html", "reference": "reference.json"},
+            "files": list_files(staging), **({"extras": extras} if extras else {})}
+
+
+def publish(staging: Path, manifest: dict[str, Any], out_dir: Path, target: str) -> None:
+    """Write the manifest (schema-checked), swap the staging folder into OUT/<target>, and drop a
+    report an earlier failed run left."""
+    write_manifest(staging, manifest)
+    swap_into_place(staging, out_dir / target)
+    shutil.rmtree(out_dir / f"{target}.rejected", ignore_errors=True)
 
 
 def check_size_policy(checkpoint: Checkpoint, target: TargetRecipe) -> None:
@@ -506,26 +533,32 @@ def check_size_policy(checkpoint: Checkpoint, target: TargetRecipe) -> None:
 def export(request: ExportRequest) -> list[TargetResult]:
     with stage(f"load {request.model_dir}"):
         checkpoint = load_checkpoint(request.model_dir)
-    targets = select_targets([load_target(name) for name in request.targets], request)
+    encoder = getattr(checkpoint.spec, "is_encoder", False)
+    targets = select_targets([load_target(name) for name in request.targets], request, encoder)
     for target in targets:  # before any export work
         check_size_policy(checkpoint, target)
+    if encoder:
+        from .encoder_pipeline import export_encoder_target
+
+        return [export_encoder_target(checkpoint, target, request) for target in targets]
     return [export_target(checkpoint, target, request) for target in targets]
 
 
-def select_targets(targets: list[TargetRecipe], request: ExportRequest) -> list[TargetRecipe]:
+def select_targets(targets: list[TargetRecipe], request: ExportRequest, encoder: bool = False) -> list[TargetRecipe]:
     """The targets with something to export, every plan checked first (an unknown recipe name
     fails before any work). With several targets, --formats and per-format --quant names keep
     each target's share and fail only for a format no selected target emits."""
     strict = len(targets) <= 1
     for target in targets:
-        plan_target(target, request, strict)
-    emitted = {fmt for t in targets for fmt in plan_formats(t, request.formats, strict)}
+        plan_target(target, request, strict, encoder)
+    emitted = {fmt for t in targets for fmt in plan_formats(t, request.formats, strict, encoder)}
     named = set(request.formats or ()) | set(parse_quant(request.quant).per_format)
     if named - emitted or not emitted:
         names = ", ".join(t.name for t in targets)
+        known = sorted({f for t in targets for f in formats_of(t, encoder)})
         raise InputError(f"no selected target ({names}) emits {', '.join(sorted(named - emitted)) or 'these formats'} "
-                         f"(their formats: {', '.join(sorted({f for t in targets for f in t.formats}))})")
-    return [t for t in targets if plan_formats(t, request.formats, strict)]
+                         f"{'for encoders ' if encoder else ''}(their formats: {', '.join(known) or 'none'})")
+    return [t for t in targets if plan_formats(t, request.formats, strict, encoder)]
 
 
 def load_references(bundle: Path, manifest: dict[str, Any]) -> References:
@@ -560,6 +593,10 @@ def verify_bundle(bundle: Path, model_dir: Path | None = None, target_file: str 
                          "file it was exported with: --target FILE")
     target = load_target(target_file or manifest["target"])
     problems = manifest_io.check_files(bundle, manifest)
+    if "encoder" in manifest:
+        from .encoder_pipeline import verify_encoder_bundle
+
+        return BundleCheck(bundle, problems, verify_encoder_bundle(bundle, manifest, target, model_dir, problems))
     max_seq_len = manifest["model"]["max_seq_len"]
     if model_dir is not None:
         checkpoint = load_checkpoint(model_dir)

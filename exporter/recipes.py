@@ -39,10 +39,22 @@ class Thresholds:
 
 
 @dataclass(frozen=True)
+class EncoderThresholds:
+    """Parity thresholds of an encoder recipe (each applies to the tasks that have the figure)."""
+
+    cosine_min: float = 0.9999
+    neighbour_agreement_min: float = 1.0
+    label_agreement_min: float = 1.0
+    span_match_min: float = 1.0
+    max_abs_max: float | None = None
+    measured: dict[str, Any] = field(default_factory=dict, compare=False)
+
+
+@dataclass(frozen=True)
 class QuantRecipe:
     name: str
     params: dict[str, Any]
-    thresholds: Thresholds
+    thresholds: Thresholds | EncoderThresholds
 
 
 AUTO = "auto"  # --quant auto: search the format's candidates (FormatRecipe.auto)
@@ -150,6 +162,10 @@ class TargetRecipe:
     max_app_bytes: int = 0  # above this, the bundle is side-loaded instead of shipped in the app (0: no limit)
     sideload: tuple[str, ...] = ()  # commands, with {bundle} for the bundle's path
     max_parameters: int = 0  # larger checkpoints are refused before any export work (0: no limit)
+    # Encoders: the formats and recipes ([encoder.formats.<format>], the same schema with
+    # EncoderThresholds), and the longest input (the model's own limit when lower).
+    encoder_formats: dict[str, FormatRecipe] = field(default_factory=dict)
+    encoder_max_seq_len: int = 512
 
 
 def target_names() -> list[str]:
@@ -162,7 +178,7 @@ def target_names() -> list[str]:
 RENAMED_THRESHOLDS = {"kl_max": "kl_mean_max"}
 
 
-def _thresholds(raw: dict[str, Any], where: str) -> Thresholds:
+def _thresholds(raw: dict[str, Any], where: str, kind: type = Thresholds):
     if not isinstance(raw, dict):
         raise RecipeError(f"{where}: parity must be a table")
     raw = dict(raw)
@@ -173,17 +189,18 @@ def _thresholds(raw: dict[str, Any], where: str) -> Thresholds:
             log.warning("%s: parity key %s is deprecated, it is compared with the mean KL; call it %s",
                         where, old, new)
             raw[new] = raw.pop(old)
-    known = set(Thresholds.__dataclass_fields__)
+    known = set(kind.__dataclass_fields__)
     unknown = set(raw) - known
     if unknown:
         raise RecipeError(f"{where}: unknown parity keys {sorted(unknown)} (known: {', '.join(sorted(known))})")
     wrong = [k for k, v in raw.items() if k != "measured" and not (isinstance(v, int | float) and not isinstance(v, bool))]
     if wrong:
         raise RecipeError(f"{where}: parity {wrong[0]} must be a number, not {raw[wrong[0]]!r}")
-    return Thresholds(**raw)
+    return kind(**raw)
 
 
-TARGET_KEYS = {"name", "description", "max_seq_len", "max_parameters", "bundle", "formats", "include"}
+TARGET_KEYS = {"name", "description", "max_seq_len", "max_parameters", "bundle", "formats", "include", "encoder"}
+ENCODER_KEYS = {"max_seq_len", "formats"}
 FORMAT_KEYS = {"default_recipe", "auto", "recipes", "portable"}
 BUNDLE_KEYS = {"app_project", "app_assets", "max_app_bytes", "sideload"}
 
@@ -274,51 +291,63 @@ def _integer(table: dict[str, Any], key: str, default: int, where: str) -> int:
     return value
 
 
+def _formats(table: Any, label: str, prefix: str, kind: type, schemes_of) -> dict[str, FormatRecipe]:
+    """The [<prefix>.<format>] tables: each format's recipes, auto search and portable names."""
+    formats = {}
+    for fmt, body in _check_keys(table, set(REGISTRY), f"{label} [{prefix}]").items():
+        body = _check_keys(body, FORMAT_KEYS, f"{label} [{prefix}.{fmt}]")
+        recipes = {}
+        for recipe_name, params in _check_keys(body.get("recipes", {}), set(body.get("recipes", {})),
+                                               f"{label} [{prefix}.{fmt}.recipes]").items():
+            where = f"{label} [{prefix}.{fmt}.recipes.{recipe_name}]"
+            params = dict(_check_keys(params, set(params) if isinstance(params, dict) else set(), where))
+            thresholds = _thresholds(params.pop("parity", {}), where, kind)
+            scheme = params.get("scheme", recipe_name)
+            if scheme not in schemes_of(fmt):
+                raise RecipeError(f"{where}: {fmt} has no quantization scheme {scheme!r} (its schemes: "
+                                  f"{', '.join(schemes_of(fmt))}; a recipe's scheme is its name unless it "
+                                  "sets scheme = ...)")
+            recipes[recipe_name] = QuantRecipe(recipe_name, params, thresholds)
+        auto = None
+        if "auto" in body:
+            raw_auto = dict(_check_keys(body["auto"], {"candidates", "parity"}, f"{label} [{prefix}.{fmt}.auto]"))
+            candidates = tuple(raw_auto.get("candidates", ()))
+            unknown = [c for c in candidates if c not in recipes]
+            if not candidates or unknown:
+                raise RecipeError(f"{label} [{prefix}.{fmt}.auto]: candidates must name recipes of "
+                                  f"{fmt} (unknown: {unknown or 'none given'})")
+            auto = AutoSearch(candidates, _thresholds(raw_auto.get("parity", {}), f"{label} [{prefix}.{fmt}.auto]",
+                                                      kind))
+        portable = dict(_check_keys(body.get("portable", {}), set(PORTABLE_NAMES),
+                                    f"{label} [{prefix}.{fmt}] portable"))
+        bad = {k: v for k, v in portable.items() if v not in recipes}
+        if bad:
+            raise RecipeError(f"{label} [{prefix}.{fmt}] portable: {bad} names no recipe of {fmt} "
+                              f"(its recipes: {', '.join(recipes)})")
+        default = body.get("default_recipe")
+        if default not in recipes and not (default == AUTO and auto):
+            raise RecipeError(f"{label} [{prefix}.{fmt}]: default_recipe {default!r} "
+                              f"has no [{prefix}.{fmt}.recipes.<name>] table")
+        formats[fmt] = FormatRecipe(fmt, default, recipes, auto, portable)
+    return formats
+
+
 def load_target(name: str) -> TargetRecipe:
     """A built-in target by name, or a target file by path (the same schema; docs/TARGETS.md)."""
     source = _source_of(name)
     label = source.label
     raw = _check_keys(_with_includes(source), TARGET_KEYS - {"include"}, label)
-    formats = {}
-    for fmt, body in _check_keys(raw.get("formats", {}), set(REGISTRY), f"{label} [formats]").items():
-        body = _check_keys(body, FORMAT_KEYS, f"{label} [formats.{fmt}]")
-        recipes = {}
-        for recipe_name, params in _check_keys(body.get("recipes", {}), set(body.get("recipes", {})),
-                                               f"{label} [formats.{fmt}.recipes]").items():
-            where = f"{label} [formats.{fmt}.recipes.{recipe_name}]"
-            params = dict(_check_keys(params, set(params) if isinstance(params, dict) else set(), where))
-            thresholds = _thresholds(params.pop("parity", {}), where)
-            scheme = params.get("scheme", recipe_name)
-            if scheme not in REGISTRY[fmt].schemes:
-                raise RecipeError(f"{where}: {fmt} has no quantization scheme {scheme!r} (its schemes: "
-                                  f"{', '.join(REGISTRY[fmt].schemes)}; a recipe's scheme is its name unless it "
-                                  "sets scheme = ...)")
-            recipes[recipe_name] = QuantRecipe(recipe_name, params, thresholds)
-        auto = None
-        if "auto" in body:
-            raw_auto = dict(_check_keys(body["auto"], {"candidates", "parity"}, f"{label} [formats.{fmt}.auto]"))
-            candidates = tuple(raw_auto.get("candidates", ()))
-            unknown = [c for c in candidates if c not in recipes]
-            if not candidates or unknown:
-                raise RecipeError(f"{label} [formats.{fmt}.auto]: candidates must name recipes of "
-                                  f"{fmt} (unknown: {unknown or 'none given'})")
-            auto = AutoSearch(candidates, _thresholds(raw_auto.get("parity", {}), f"{label} [formats.{fmt}.auto]"))
-        portable = dict(_check_keys(body.get("portable", {}), set(PORTABLE_NAMES), f"{label} [formats.{fmt}] portable"))
-        bad = {k: v for k, v in portable.items() if v not in recipes}
-        if bad:
-            raise RecipeError(f"{label} [formats.{fmt}] portable: {bad} names no recipe of {fmt} "
-                              f"(its recipes: {', '.join(recipes)})")
-        default = body.get("default_recipe")
-        if default not in recipes and not (default == AUTO and auto):
-            raise RecipeError(f"{label} [formats.{fmt}]: default_recipe {default!r} "
-                              f"has no [formats.{fmt}.recipes.<name>] table")
-        formats[fmt] = FormatRecipe(fmt, default, recipes, auto, portable)
+    formats = _formats(raw.get("formats", {}), label, "formats", Thresholds, lambda fmt: REGISTRY[fmt].schemes)
     if not formats:
         raise RecipeError(f"{label}: no [formats.<format>] table (known formats: {', '.join(REGISTRY)})")
+    encoder = _check_keys(raw.get("encoder", {}), ENCODER_KEYS, f"{label} [encoder]")
+    encoder_formats = _formats(encoder.get("formats", {}), label, "encoder.formats", EncoderThresholds,
+                               lambda fmt: REGISTRY[fmt].encoder_schemes)
     bundle = _check_keys(raw.get("bundle", {}), BUNDLE_KEYS, f"{label} [bundle]")
     return TargetRecipe(name=str(raw.get("name", Path(name).stem)), description=str(raw.get("description", "")),
                         max_seq_len=_integer(raw, "max_seq_len", 512, label) or 512, formats=formats,
                         app_project=str(bundle.get("app_project", "")), app_assets=str(bundle.get("app_assets", "")),
                         max_app_bytes=_integer(bundle, "max_app_bytes", 0, f"{label} [bundle]"),
                         sideload=tuple(bundle.get("sideload", ())),
-                        max_parameters=_integer(raw, "max_parameters", 0, label))
+                        max_parameters=_integer(raw, "max_parameters", 0, label), encoder_formats=encoder_formats,
+                        encoder_max_seq_len=_integer(encoder, "max_seq_len", 512, f"{label} [encoder]") or 512)

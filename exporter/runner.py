@@ -34,6 +34,18 @@ class RunTarget:
         return ids
 
 
+def _encoder_task(path: Path, fmt: str | None) -> str | None:
+    """The task of an encoder artifact at `path`, read from its own metadata (None: not one)."""
+    from .runtimes import encoder_runtime
+
+    for name in [fmt] if fmt else list(REGISTRY):
+        try:
+            return encoder_runtime(name).read_encoder_metadata(path)["task"]
+        except Exception:  # each runtime's own load error: not this format's encoder
+            continue
+    return None
+
+
 def open_for_run(path: Path, fmt: str | None, tokenizer_path: Path | None) -> RunTarget:
     from .tokenizer import load_tokenizer
 
@@ -54,6 +66,10 @@ def open_for_run(path: Path, fmt: str | None, tokenizer_path: Path | None) -> Ru
         chat = manifest.get("chat")
         module = runtime(chosen)
     else:
+        task = _encoder_task(path, fmt)
+        if task is not None:
+            raise InputError(f"{path}: an encoder artifact ({task}), not a text generator: run the bundle folder it "
+                             "belongs to with --text")
         chosen = fmt or format_of(path)
         if chosen not in REGISTRY:
             known = "; ".join(f"{r.format}: " + " or ".join([f"a {x} file" for x in r.suffixes]

@@ -143,3 +143,74 @@ def add_chat_template(directory: Path, style: str) -> dict:
     elif spec["file"] == "chat_template.json":
         (directory / "chat_template.json").write_text(json.dumps({"chat_template": spec["template"]}))
     return spec
+
+
+# Special tokens of the test WordPiece tokenizers, in id order: [PAD] first, so pad_token_id 0 is
+# BERT's and DistilBERT's; RoBERTa's configs say 1, and its tokenizer puts [PAD] there.
+WORDPIECE_SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+ROBERTA_SPECIALS = ["[CLS]", "[PAD]", "[SEP]", "[UNK]", "[MASK]"]
+
+
+def save_wordpiece_tokenizer(directory: Path, vocab_size: int, specials: list[str]) -> None:
+    """A BERT-style tokenizer.json (lower-casing, accent stripping, CJK split, WordPiece with
+    [UNK]; [CLS] A [SEP] B [SEP] with segment ids) trained on the test texts."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+
+    from exporter.encoder_verify import load_texts
+
+    tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True, strip_accents=True)
+    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tokenizer.decoder = decoders.WordPiece()
+    texts = load_texts()
+    corpus = [*TOKENIZER_TEXT, *texts["sentences"], *(q["question"] + " " + q["context"] for q in texts["qa"])]
+    tokenizer.train_from_iterator(corpus, trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=specials))
+    cls, sep = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", cls), ("[SEP]", sep)])
+    tokenizer.save(str(directory / "tokenizer.json"))
+    (directory / "tokenizer_config.json").write_text(json.dumps(
+        {"do_lower_case": True, "unk_token": "[UNK]", "sep_token": "[SEP]", "pad_token": "[PAD]", "cls_token": "[CLS]",
+         "mask_token": "[MASK]", "model_max_length": 128, "tokenizer_class": "BertTokenizerFast"}))
+
+
+ENCODER_HEADS = {"Model": "AutoModel", "ForSequenceClassification": "AutoModelForSequenceClassification",
+                 "ForTokenClassification": "AutoModelForTokenClassification",
+                 "ForQuestionAnswering": "AutoModelForQuestionAnswering"}
+
+
+def save_random_encoder(directory: Path, hf_config: dict, seed: int = 0, pooling: dict | None = None) -> Path:
+    """A random-weight encoder saved by transformers, of the class its `architectures` names, with
+    a WordPiece tokenizer.json; `pooling` ({"mode": "mean", "normalize": True}) adds
+    sentence-transformers' modules.json and 1_Pooling/config.json."""
+    import torch
+    import transformers
+
+    config = dict(hf_config)
+    model_type = config.pop("model_type")
+    architecture = config["architectures"][0]
+    head = next(cls for suffix, cls in ENCODER_HEADS.items() if architecture.endswith(suffix))
+    hf = transformers.AutoConfig.for_model(model_type, **config)
+    torch.manual_seed(seed)
+    model = getattr(transformers, head).from_config(hf)
+    with torch.no_grad():  # spread the outputs so argmax and spans are decisive
+        for name, p in model.named_parameters():
+            if p.dim() >= 2:
+                p.mul_(2.0)
+            elif "LayerNorm" in name or "layer_norm" in name:
+                p.add_(0.2 * torch.randn_like(p))
+    model.save_pretrained(directory)
+    save_wordpiece_tokenizer(directory, hf.vocab_size, ROBERTA_SPECIALS if model_type == "roberta" else WORDPIECE_SPECIALS)
+    if pooling is not None:
+        (directory / "modules.json").write_text(json.dumps([
+            {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+            {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+            *([{"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"}]
+              if pooling.get("normalize") else [])]))
+        (directory / "1_Pooling").mkdir(exist_ok=True)
+        (directory / "1_Pooling" / "config.json").write_text(json.dumps({
+            "word_embedding_dimension": hf.hidden_size if model_type != "distilbert" else hf.dim,
+            "pooling_mode_cls_token": pooling["mode"] == "cls", "pooling_mode_mean_tokens": pooling["mode"] == "mean",
+            "pooling_mode_max_tokens": pooling["mode"] == "max", "pooling_mode_mean_sqrt_len_tokens": False}))
+        (directory / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 96, "do_lower_case": False}))
+    return directory

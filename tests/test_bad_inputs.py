@@ -68,7 +68,7 @@ CASES = {
     "config empty": (lambda d: _rewrite(d / "config.json", b""), "config.json", "is empty"),
     "config not JSON": (lambda d: _rewrite(d / "config.json", b"{model_type: llama"), "config.json", "not valid JSON"),
     "config not an object": (lambda d: _rewrite(d / "config.json", b"[1, 2]"), "config.json", "expected a JSON object"),
-    "unknown model_type": (lambda d: _write_config(d, model_type="bert"), "config.json", "model_type 'bert' is not supported"),
+    "unknown model_type": (lambda d: _write_config(d, model_type="mamba"), "config.json", "model_type 'mamba' is not supported"),
     "zero hidden size": (lambda d: _write_config(d, hidden_size=0), "config.json", "hidden_size must be a positive integer"),
     "negative layers": (lambda d: _write_config(d, num_hidden_layers=-2), "config.json", "num_hidden_layers must be a positive"),
     "heads do not divide hidden": (lambda d: _write_config(d, num_attention_heads=5, head_dim=None), "config.json",

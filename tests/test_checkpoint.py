@@ -105,7 +105,7 @@ def test_tied_head_stored_anyway_must_equal_the_embedding(llama_dir):
 
 
 @pytest.mark.parametrize(("change", "message"), [
-    ({"model_type": "bert"}, "model_type 'bert' is not supported"),
+    ({"model_type": "mamba"}, "model_type 'mamba' is not supported"),
     ({"num_attention_heads": 5, "head_dim": None}, "hidden_size .64. is not divisible by num_attention_heads .5."),
     ({"num_key_value_heads": 3}, "not a multiple of num_key_value_heads"),
     ({"hidden_size": 0}, "hidden_size must be a positive integer"),

@@ -242,3 +242,40 @@ def test_gemma3_tokenizer_matches_on_both_device_tokenizers(gemma3, tmp_path):
     ids = reference_ids(gemma3 / "tokenizer.json", ["<bos>Hello there<eos>"])
     assert genai_decode(folder, ids, skip_special_tokens=False) == ["Hello there"]
 
+
+@pytest.fixture(scope="module")
+def minilm():
+    return make_real_checkpoint("all-minilm-l6-v2", _cache())
+
+
+@pytest.mark.slow
+def test_minilm_through_every_runtime_matches_sentence_transformers(minilm, tmp_path):
+    """all-MiniLM-L6-v2 (real weights), `--target all` with the defaults: every artifact's
+    embedding of each of 50+ sentences has cosine >= 0.999 to sentence-transformers' own, and
+    every sentence's nearest neighbour is the same."""
+    import numpy as np
+    from sentence_transformers import SentenceTransformer
+
+    from exporter.encoder_verify import load_texts, nearest_neighbours, tokenizer_for
+    from exporter.runtimes import encoder_runtime
+
+    done = subprocess.run([sys.executable, "-m", "exporter", "--target", "all", "--model", str(minilm), "--out",
+                           str(tmp_path), "--no-bundle"], capture_output=True, text=True, timeout=1800)
+    assert done.returncode == 0, done.stderr[-3000:]
+    sentences = load_texts()["sentences"]
+    assert len(sentences) >= 50
+    expected = SentenceTransformer(str(minilm), device="cpu").encode(sentences)
+    tokenizer = tokenizer_for(minilm / "tokenizer.json", 256)
+    checked = 0
+    for target in ("android", "ios"):
+        manifest = json.loads((tmp_path / target / "manifest.json").read_text())
+        assert manifest["encoder"]["pooling"] == {"mode": "mean", "normalize": True, "source": "sentence-transformers"}
+        for artifact in manifest["artifacts"]:
+            session = encoder_runtime(artifact["format"]).open_encoder_session(tmp_path / target / artifact["path"])
+            got = np.stack([session.run([np.asarray([e.ids]), np.ones((1, len(e.ids)), dtype=np.int64),
+                                         np.asarray([e.type_ids])])[0][0] for e in tokenizer.encode_batch(sentences)])
+            cosine = (got * expected).sum(-1) / (np.linalg.norm(got, axis=-1) * np.linalg.norm(expected, axis=-1))
+            assert cosine.min() >= 0.999, (target, artifact["path"], cosine.min())
+            assert (nearest_neighbours(got) == nearest_neighbours(expected)).all(), (target, artifact["path"])
+            checked += 1
+    assert checked == 4  # android: executorch, onnx; ios: executorch, coreml

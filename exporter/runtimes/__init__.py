@@ -65,17 +65,23 @@ class Registration:
     # tokenizer_parity (None: the app's own tokenizer, not checked here).
     device_tokenizer: str | None = None
     tools: tuple[str, ...] = ()  # the packages that make or run its artifacts (versions go into the manifest)
+    # Encoders (exporter.models.encoder): the module with emit_encoder / open_encoder_session /
+    # encoder_metadata / read_encoder_metadata (None: `module`), and the schemes its emit_encoder accepts.
+    encoder_module: str | None = None
+    encoder_schemes: tuple[str, ...] = ("none",)
 
 
 REGISTRY: dict[str, Registration] = {r.format: r for r in (
     Registration("executorch", "exporter.runtimes.executorch", (".pte",), None,
                  ("none", "8da4w", "8da8w"), device_tokenizer="executorch",
-                 tools=("executorch", "torchao")),
+                 tools=("executorch", "torchao"), encoder_schemes=("none", "8da8w")),
     Registration("onnx", "exporter.runtimes.onnx_genai", (), "genai_config.json",
                  ("none", "int4", "int8w", "int8"), bos_always_stated=True, device_tokenizer="genai",
-                 tools=("onnx", "onnxscript", "onnxruntime", "onnxruntime-genai")),
+                 tools=("onnx", "onnxscript", "onnxruntime", "onnxruntime-genai"),
+                 encoder_module="exporter.runtimes.onnx_encoder", encoder_schemes=("none", "int8", "int8w")),
     Registration("coreml", "exporter.runtimes.coreml", (".mlpackage", ".mlmodel"), None,
-                 ("none", "fp32", "int4", "int8", "palettize4", "palettize6"), tools=("coremltools",)),
+                 ("none", "fp32", "int4", "int8", "palettize4", "palettize6"), tools=("coremltools",),
+                 encoder_schemes=("none", "fp32", "int8")),
 )}
 
 def format_names() -> tuple[str, ...]:
@@ -92,6 +98,12 @@ def registration(fmt: str) -> Registration:
 
 def runtime(fmt: str) -> Runtime:
     return importlib.import_module(registration(fmt).module)
+
+
+def encoder_runtime(fmt: str):
+    """The module that emits and runs this format's encoder artifacts (see `Registration.encoder_module`)."""
+    reg = registration(fmt)
+    return importlib.import_module(reg.encoder_module or reg.module)
 
 
 def format_of(path: Path) -> str | None:

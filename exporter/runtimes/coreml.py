@@ -245,12 +245,18 @@ def compress(mlmodel, recipe: QuantRecipe):
 
 
 def emit(decoder: Decoder, recipe: QuantRecipe, max_seq_len: int, metadata: dict[str, Any], out_dir: Path) -> Path:
-    from ..progress import stage
 
     scheme = recipe.params.get("scheme", recipe.name)
     mlmodel = _convert(decoder, max_seq_len, fp32=scheme == "fp32",
                        fp32_statistics=bool(recipe.params.get("fp32_statistics", True)),
                        fp32_residual=bool(recipe.params.get("fp32_residual", True)))
+    return _compress_and_save(mlmodel, recipe, metadata, out_dir)
+
+
+def _compress_and_save(mlmodel, recipe: QuantRecipe, metadata: dict[str, Any], out_dir: Path) -> Path:
+    """The recipe's weight compression, the metadata, OUT/model.mlpackage written reproducibly."""
+    from ..progress import stage
+
     with stage(f"compress coreml ({recipe.name})"):
         mlmodel = compress(mlmodel, recipe)
     mlmodel.user_defined_metadata.update(metadata)
@@ -342,3 +348,94 @@ def special_ids(metadata: dict[str, Any]) -> tuple[int | None, list[int]]:
     """(bos, eos ids) from the model's user-defined metadata (bos "" when the model has none)."""
     bos = str(metadata.get("slm_export.bos_token_id", "")).strip()
     return (int(bos) if bos else None), [int(v) for v in json.loads(metadata.get("slm_export.eos_token_ids", "[]"))]
+
+
+# Encoders (exporter.models.encoder): a stateless mlprogram over a whole text.
+#
+#     inputs   input_ids, attention_mask[, token_type_ids]  int32 [B, T]   B 1 .. MAX_BATCH, T 1 .. max_seq_len
+#     outputs  the task's (embeddings [B, E], logits, start_logits/end_logits [B, T]), fp32
+#
+# fp16 compute with the normalisation statistics in fp32 (as for decoders; the residual stream of
+# a post-norm encoder is renormalised after every add, so it stays fp16), or fp32 throughout.
+
+def encoder_metadata(checkpoint, max_seq_len: int) -> dict[str, str]:
+    from ..models.encoder import input_names
+
+    spec = checkpoint.spec
+    task = {"feature-extraction": "feature-extraction", "sequence-classification": "text-classification",
+            "token-classification": "token-classification", "question-answering": "question-answering"}[spec.task]
+    return {"co.huggingface.exporters.name": checkpoint.name, "co.huggingface.exporters.task": task,
+            "slm_export.task": spec.task, "slm_export.max_seq_len": str(max_seq_len),
+            "slm_export.inputs": json.dumps(list(input_names(spec))), "slm_export.outputs": json.dumps(list(spec.outputs)),
+            "slm_export.labels": json.dumps(list(spec.labels)), "slm_export.pooling": json.dumps(spec.pooling.to_json()),
+            "slm_export.tokenizer": "tokenizer.json", "slm_export.family": checkpoint.model_type}
+
+
+def emit_encoder(encoder, recipe: QuantRecipe, max_seq_len: int, metadata: dict[str, str], out_dir: Path) -> Path:
+    import coremltools as ct
+    from torch.export import Dim, export
+
+    from ..models.encoder import MAX_BATCH, graph_of, input_names
+    from ..progress import stage
+
+    spec = encoder.spec
+    scheme = recipe.params.get("scheme", recipe.name)
+    graph = graph_of(encoder)
+    batch, tokens = Dim("batch", min=1, max=MAX_BATCH), Dim("tokens", min=1, max=max_seq_len)
+    names = input_names(spec)
+    example = tuple(torch.ones(2, 8, dtype=torch.int32) for _ in names)
+    with stage("torch.export (coreml encoder)"), torch.no_grad():
+        program = export(graph, example, dynamic_shapes=tuple({0: batch, 1: tokens} for _ in names),
+                         strict=False).run_decompositions({})
+    fp32 = scheme == "fp32"
+    precision = ct.precision.FLOAT32 if fp32 else ct.transform.FP16ComputePrecision(
+        op_selector=Fp16Selector(FP32_STATISTICS, keep_stream=False))
+    shape = (ct.RangeDim(1, MAX_BATCH, default=1), ct.RangeDim(1, max_seq_len, default=max_seq_len))
+    with stage("coremltools convert"):
+        mlmodel = ct.convert(program, inputs=[ct.TensorType(name=n, shape=shape, dtype=np.int32) for n in names],
+                             outputs=[ct.TensorType(name=n, dtype=np.float32) for n in spec.outputs],
+                             minimum_deployment_target=ct.target.iOS17, convert_to="mlprogram",
+                             compute_precision=precision, skip_model_load=True)
+    return _compress_and_save(mlmodel, recipe, metadata, out_dir)
+
+
+class EncoderSession:
+    """The encoder .mlpackage through the MIL interpreter (fp16 emulated as the phone computes),
+    or Apple's Core ML on macOS."""
+
+    def __init__(self, path: Path, engine: str, precision: str = "fp16"):
+        if engine == "coreml":
+            import coremltools as ct
+
+            self.program = ct.models.MLModel(str(path), compute_units=ct.ComputeUnit.CPU_ONLY)
+        else:
+            from ..coreml_interp import MILProgram
+
+            self.program = MILProgram.load(path, precision=precision)
+        from ..models.encoder import MAX_BATCH
+
+        meta = read_encoder_metadata(path)
+        self.inputs, self.outputs, self.max_batch = meta["inputs"], meta["outputs"], MAX_BATCH
+
+    def run(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
+        """inputs: integer arrays in the model's input order; returns its outputs as fp32 arrays."""
+        result = self.program.predict({n: np.ascontiguousarray(x, dtype=np.int32)
+                                       for n, x in zip(self.inputs, inputs, strict=True)})
+        return [np.asarray(result[n], dtype=np.float32) for n in self.outputs]
+
+
+def open_encoder_session(path: Path, engine: str | None = None, precision: str = "fp16") -> EncoderSession:
+    import sys
+
+    return EncoderSession(path, engine or ("coreml" if sys.platform == "darwin" else "interpreter"), precision)
+
+
+def read_encoder_metadata(path: Path) -> dict[str, Any]:
+    import coremltools as ct
+
+    meta = dict(ct.utils.load_spec(str(path)).description.metadata.userDefined)
+    if "slm_export.task" not in meta:
+        raise ExportError(f"{path}: not an slm-export encoder (no slm_export.task metadata)")
+    return {"format": FORMAT, "task": meta["slm_export.task"], "max_seq_len": int(meta["slm_export.max_seq_len"]),
+            "inputs": json.loads(meta["slm_export.inputs"]), "outputs": json.loads(meta["slm_export.outputs"]),
+            "labels": json.loads(meta["slm_export.labels"]), "pooling": json.loads(meta["slm_export.pooling"])}

@@ -26,6 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -204,10 +205,7 @@ class _EagerSession:
 def emit(decoder: Decoder, recipe: QuantRecipe, max_seq_len: int, metadata: dict[str, Any],
          out_dir: Path) -> Path:
     """Quantize, torch.export with a dynamic T, lower to XNNPACK, write OUT/model.pte."""
-    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
-    from executorch.exir import EdgeCompileConfig, ExecutorchBackendConfig, to_edge_transform_and_lower
     from executorch.exir.passes import MemoryPlanningPass
-    from executorch.exir.passes.sym_shape_eval_pass import ConstraintBasedSymShapeEvalPass
     from torch.export import Dim, export
 
     from ..progress import stage
@@ -220,6 +218,18 @@ def emit(decoder: Decoder, recipe: QuantRecipe, max_seq_len: int, metadata: dict
     dynamic = ({1: Dim("tokens", min=1, max=max_seq_len - 1)}, None)
     with stage("torch.export (executorch)"), torch.no_grad():
         program = export(module, example, dynamic_shapes=dynamic, strict=False).run_decompositions({})
+    # The KV-cache buffers are planned into the program's own memory, so they persist.
+    return _lower_and_write(program, metadata, out_dir, MemoryPlanningPass(alloc_graph_input=False))
+
+
+def _lower_and_write(program, metadata: dict[str, Any], out_dir: Path, memory_planning=None) -> Path:
+    """XNNPACK lowering of an exported program, the constant methods added, written to OUT/model.pte."""
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.exir import EdgeCompileConfig, ExecutorchBackendConfig, to_edge_transform_and_lower
+    from executorch.exir.passes.sym_shape_eval_pass import ConstraintBasedSymShapeEvalPass
+
+    from ..progress import stage
+
     with stage("lower to XNNPACK"):
         edge = to_edge_transform_and_lower(
             program, partitioner=[XnnpackPartitioner()],
@@ -227,8 +237,7 @@ def emit(decoder: Decoder, recipe: QuantRecipe, max_seq_len: int, metadata: dict
         et = edge.to_executorch(ExecutorchBackendConfig(
             extract_delegate_segments=True,
             do_quant_fusion_and_const_prop=True,  # needed by quantized embeddings
-            # The KV-cache buffers are planned into the program's own memory, so they persist.
-            memory_planning_pass=MemoryPlanningPass(alloc_graph_input=False),
+            **({"memory_planning_pass": memory_planning} if memory_planning is not None else {}),
             sym_shape_eval_pass=ConstraintBasedSymShapeEvalPass()))
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / FILENAME
@@ -326,3 +335,74 @@ def runner_generate(path: Path, tokenizer_path: Path, prompt: str, max_new_token
     # The runner ends with its own observer line: "\nPyTorchObserver {...}".
     text = printed.split(b"PyTorchObserver")[0].removesuffix(b"\n")
     return text, json.loads(stats[-1]) if stats else {}
+
+
+# Encoders (exporter.models.encoder): one `forward` over a whole text, no cache, no LLM kernels.
+#
+#     forward(input_ids int64 [B, T], attention_mask int64 [B, T], [token_type_ids int64 [B, T]])
+#         -> the task's outputs (embeddings [B, E], logits, or start/end logits [B, T])
+#
+# B is 1 (XNNPACK's reshape allows one dynamic dimension, and the length is the one a phone
+# needs); T is dynamic (1 .. max_seq_len), with padding masked as in a batch. Android calls it
+# through ExecuTorch's `Module`; constant methods carry the task and the input length.
+MAX_ENCODER_BATCH = 1
+
+def encoder_metadata(checkpoint, max_seq_len: int) -> dict[str, Any]:
+    """The constant methods of an encoder .pte (integers and strings only, as ExecuTorch holds)."""
+    from ..models.encoder import input_names
+
+    spec = checkpoint.spec
+    return {"get_max_seq_len": max_seq_len, "get_task": spec.task, "get_inputs": ",".join(input_names(spec)),
+            "get_outputs": ",".join(spec.outputs)}
+
+
+def emit_encoder(encoder, recipe: QuantRecipe, max_seq_len: int, metadata: dict[str, Any], out_dir: Path) -> Path:
+    """Quantize (none, or 8da8w: int8 dynamic activations and per-channel int8 weights), export with
+    a dynamic length, lower to XNNPACK, write OUT/model.pte."""
+    from torch.export import Dim, export
+
+    from ..models.encoder import example_inputs, graph_of
+    from ..progress import stage
+
+    load_kernels()  # the quantized embedding's out variants, for to_executorch
+    graph = graph_of(encoder)
+    with stage(f"quantize executorch ({recipe.name})"):
+        quantize(graph, recipe)
+    example = example_inputs(encoder.spec, batch=MAX_ENCODER_BATCH)
+    tokens = Dim("tokens", min=1, max=max_seq_len)
+    dynamic = tuple({1: tokens} for _ in example)
+    with stage("torch.export (executorch encoder)"), torch.no_grad():
+        program = export(graph, example, dynamic_shapes=dynamic, strict=False).run_decompositions({})
+    return _lower_and_write(program, metadata, out_dir)
+
+
+class EncoderSession:
+    """The encoder .pte through ExecuTorch's runtime: run(inputs) -> the task's outputs."""
+
+    def __init__(self, path: Path):
+        from executorch.runtime import Runtime
+
+        load_kernels()  # the 8-bit recipe's quantized embedding
+        self._method = Runtime.get().load_program(str(path)).load_method("forward")
+        self.max_batch = MAX_ENCODER_BATCH
+
+    def run(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
+        """inputs: int64 arrays in the graph's input order; returns its outputs as fp32 arrays."""
+        outputs = self._method.execute([torch.from_numpy(np.ascontiguousarray(x, dtype=np.int64)) for x in inputs])
+        return [o.float().numpy() for o in outputs]
+
+
+def open_encoder_session(path: Path) -> EncoderSession:
+    return EncoderSession(path)
+
+
+def read_encoder_metadata(path: Path) -> dict[str, Any]:
+    from executorch.runtime import Runtime
+
+    program = Runtime.get().load_program(str(path))
+    names = program.method_names
+    if "get_task" not in names:
+        raise ExportError(f"{path}: not an slm-export encoder (no get_task method)")
+    meta = {name: program.load_method(name).execute([])[0] for name in sorted(names - {"forward"})}
+    return {"format": FORMAT, "task": meta["get_task"], "max_seq_len": int(meta["get_max_seq_len"]),
+            "inputs": meta["get_inputs"].split(","), "outputs": meta["get_outputs"].split(",")}

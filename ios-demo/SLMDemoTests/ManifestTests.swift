@@ -87,6 +87,14 @@ final class ManifestTests: XCTestCase {
         }
     }
 
+    func testAnEncoderBundleIsRefusedByName() throws {
+        var json = try XCTUnwrap(String(data: try Fixtures.data("manifest"), encoding: .utf8))
+        json = json.replacingOccurrences(of: "\"target\": \"ios\"", with: "\"encoder\": {\"task\": \"question-answering\"}, \"target\": \"ios\"")
+        XCTAssertThrowsError(try Manifest.decode(Data(json.utf8))) { error in
+            XCTAssertTrue(error.localizedDescription.contains("encoder (question-answering)"), error.localizedDescription)
+        }
+    }
+
     func testNotJSON() {
         XCTAssertThrowsError(try Manifest.decode(Data("not json".utf8))) { error in
             guard case .some(.unreadable) = error as? ManifestError else { return XCTFail("\(error)") }

@@ -385,8 +385,23 @@ extension Manifest {
     static let fileName = "manifest.json"
     static let supportedSchemaVersion = 1
 
+    /// An encoder bundle's own section (docs/MANIFEST.md, Encoders): read first, so that an
+    /// encoder bundle is refused by name instead of failing on the decoder-only keys.
+    struct EncoderProbe: Decodable {
+        struct Encoder: Decodable {
+            var task: String
+            enum CodingKeys: String, CodingKey { case task = "task" }
+        }
+        var encoder: Encoder?
+        enum CodingKeys: String, CodingKey { case encoder = "encoder" }
+    }
+
     /// Decodes and checks a manifest. Throws `ManifestError` with a readable message.
     static func decode(_ data: Data) throws -> Manifest {
+        if let task = (try? JSONDecoder().decode(EncoderProbe.self, from: data))?.encoder?.task {
+            throw ManifestError.invalid(["this bundle holds an encoder (\(task)); this app version runs chat and "
+                + "completion models only"])
+        }
         let manifest: Manifest
         do {
             manifest = try JSONDecoder().decode(Manifest.self, from: data)

@@ -233,6 +233,40 @@ data class ExtraFile(
     @SerialName("purpose") val purpose: String,
 )
 
+/**
+ * An encoder bundle's own section (docs/MANIFEST.md, Encoders). This app version runs chat and
+ * completion models: ManifestParser reads this section first and refuses an encoder bundle by
+ * name. EncoderSelfTestCase (an encoder artifact's golden case) is declared with it so that every
+ * key the exporter may write is known here; no screen of this version reads it yet.
+ */
+@Serializable
+data class EncoderInfo(
+    @SerialName("task") val task: String,
+    @SerialName("inputs") val inputs: List<String>,
+    @SerialName("outputs") val outputs: List<String>,
+    @SerialName("labels") val labels: List<String>,
+    @SerialName("pad_token_id") val padTokenId: Int,
+    @SerialName("pooling") val pooling: EncoderPooling? = null,
+)
+
+@Serializable
+data class EncoderPooling(
+    @SerialName("mode") val mode: String,
+    @SerialName("normalize") val normalize: Boolean,
+    @SerialName("source") val source: String,
+)
+
+/** An encoder artifact's golden case: its ids, run alone, give `expected` (one list per output). */
+@Serializable
+data class EncoderSelfTestCase(
+    @SerialName("name") val name: String,
+    @SerialName("input_ids") val inputIds: List<Int>,
+    @SerialName("token_type_ids") val tokenTypeIds: List<Int>,
+    @SerialName("expected") val expected: List<List<Double>>,
+    // Question answering: the answer's first and last token, from `expected`.
+    @SerialName("span") val span: List<Int>? = null,
+)
+
 /** The runtimes this app can run, keyed by the manifest's artifact `format`. */
 enum class ArtifactFormat(val key: String, val label: String) {
     EXECUTORCH("executorch", "ExecuTorch (XNNPACK)"),

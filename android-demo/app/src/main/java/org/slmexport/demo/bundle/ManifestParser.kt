@@ -1,5 +1,7 @@
 package org.slmexport.demo.bundle
 
+import kotlinx.serialization.SerialName
+import kotlinx.serialization.Serializable
 import kotlinx.serialization.SerializationException
 import kotlinx.serialization.json.Json
 
@@ -20,11 +22,27 @@ object ManifestParser {
         isLenient = false
     }
 
+    // Reads only the `encoder` section, whatever else the manifest holds.
+    private val probe = Json { ignoreUnknownKeys = true }
+
+    @Serializable
+    private data class EncoderProbe(@SerialName("encoder") val encoder: EncoderInfo? = null)
+
     // The schema's relpath: relative, [A-Za-z0-9._/-] only, no '..' segment.
     private val relPath = Regex("^(?!/)(?!.*(^|/)\\.\\.(/|$))[A-Za-z0-9._/-]+$")
     private val sha256 = Regex("^[0-9a-f]{64}$")
 
     fun parse(text: String): Manifest {
+        val encoder = try {
+            probe.decodeFromString(EncoderProbe.serializer(), text).encoder
+        } catch (e: SerializationException) {
+            null  // reported by the strict parse below
+        } catch (e: IllegalArgumentException) {
+            null
+        }
+        if (encoder != null) {
+            fail("this bundle holds an encoder (${encoder.task}); this app version runs chat and completion models only")
+        }
         val manifest = try {
             json.decodeFromString(Manifest.serializer(), text)
         } catch (e: SerializationException) {

@@ -55,6 +55,14 @@ class ManifestParserTest {
     }
 
     @Test
+    fun refusesAnEncoderBundleByName() {
+        val encoder = "\"encoder\": {\"task\": \"feature-extraction\", \"inputs\": [\"input_ids\", \"attention_mask\"], " +
+            "\"outputs\": [\"embeddings\"], \"labels\": [], \"pad_token_id\": 0}, "
+        val e = expectFailure(text.replaceFirst("\"target\": \"android\"", encoder + "\"target\": \"android\""))
+        assertTrue(e.message, e.message!!.contains("encoder (feature-extraction)"))
+    }
+
+    @Test
     fun refusesUnknownKeysAsTheSchemaDoes() {
         val e = expectFailure(text.replaceFirst("\"target\": \"android\"", "\"target\": \"android\", \"surprise\": 1"))
         assertTrue(e.message, e.message!!.contains("surprise"))

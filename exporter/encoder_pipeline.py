@@ -1,0 +1,258 @@
+"""The export pipeline for encoders (BERT and its students), the same stages as for decoders:
+
+1. load      checkpoint dir -> Checkpoint (its task, labels and pooling)       (checkpoint.load_checkpoint)
+2. reference fp32 Encoder + its outputs on the fixed encoder texts            (encoder_verify)
+3. emit      per format, the runtime's encoder emitter (runtimes.encoder_runtime(fmt).emit_encoder)
+4. verify    each artifact through its real runtime against the reference     (encoder_verify)
+5. publish   manifest (task, inputs, outputs, pooling, golden self-test), tokenizer, parity report;
+             the staging folder renamed into OUT/<target> only if every artifact passed
+6. bundle    into the target's app, as for decoders
+
+There is no --quant auto search for encoders: the default recipe is full precision (fp16 on Core
+ML), `--quant int8` picks a format's 8-bit recipe; each is held to its own thresholds.
+"""
+
+from __future__ import annotations
+
+import copy
+import html
+import json
+import logging
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .atomic import staging_dir
+from .bundle import BundleResult, bundle_into_app
+from .checkpoint import Checkpoint, build_model
+from .encoder_verify import (
+    EncoderParity,
+    EncoderReference,
+    best_span,
+    encoder_tokenizer_vectors,
+    make_cases,
+    make_reference,
+    verify_encoder_artifact,
+)
+from .errors import InputError, ParityError
+from .manifest import artifact_digest
+from .models.encoder import input_names
+from .pipeline import (
+    ExportRequest,
+    copy_tokenizer,
+    keep_rejected_report,
+    manifest_head,
+    manifest_tail,
+    plan_target,
+    publish,
+    set_aside_extras,
+    write_json,
+)
+from .progress import stage
+from .recipes import QuantRecipe, TargetRecipe
+from .runtimes import encoder_runtime
+
+log = logging.getLogger(__name__)
+
+# Golden self-test cases written into the manifest per artifact (the first texts of the set).
+SELF_TEST_CASES = 3
+
+
+@dataclass
+class EncoderTargetResult:
+    target: str
+    bundle: Path
+    results: list[EncoderParity] = field(default_factory=list)
+    sizes: dict[str, int] = field(default_factory=dict)
+    app: BundleResult | None = None
+
+    def summary(self) -> str:
+        parts = [f"{r.artifact} ({r.quantization}, {self.sizes[r.artifact] / 1e6:.1f} MB, {figures_line(r.figures)})"
+                 for r in self.results]
+        lines = [f"{self.target}: verified {', '.join(parts)} -> {self.bundle}"]
+        if self.app and self.app.destination:
+            lines.append(f"{self.target}: bundled into {self.app.destination}")
+        elif self.app and self.app.sideload_steps:
+            lines.append(f"{self.target}: {self.app.bytes / 1e6:.0f} MB is too large for the app's assets; "
+                         "side-load it:\n  " + "\n  ".join(self.app.sideload_steps))
+        return "\n".join(lines)
+
+
+def figures_line(figures: dict[str, Any]) -> str:
+    named = (("cosine_min", "cosine min {:.5f}"), ("neighbour_agreement", "nearest neighbour {:.3f}"),
+             ("label_agreement", "labels {:.3f}"), ("span_match", "spans {:.3f}"), ("max_abs", "max abs {:.2g}"))
+    return ", ".join(fmt.format(figures[key]) for key, fmt in named if key in figures) + \
+        f" over {figures['texts']} texts"
+
+
+def input_limit(checkpoint: Checkpoint, target: TargetRecipe, requested: int | None) -> int:
+    """The longest input the artifacts take: --max-seq-len, else the target's encoder limit, never
+    more than the model was trained on."""
+    spec = checkpoint.spec
+    trained = spec.max_input_tokens or spec.max_position_embeddings
+    wanted = requested or target.encoder_max_seq_len
+    if requested and requested > trained:
+        raise InputError(f"--max-seq-len {requested} is longer than {checkpoint.name} takes ({trained} tokens)")
+    return min(wanted, trained)
+
+
+def emit_and_verify(module, encoder, recipe: QuantRecipe, max_seq_len: int, meta: dict[str, Any],
+                    reference: EncoderReference, staging: Path) -> tuple[Path, list, EncoderParity, float]:
+    fmt = module.FORMAT
+    start = time.monotonic()
+    with stage(f"emit {fmt} encoder ({recipe.name})"):
+        path = module.emit_encoder(copy.deepcopy(encoder), recipe, max_seq_len, meta, staging / fmt)
+        extras = set_aside_extras(module, staging / fmt, staging)
+    rel = path.relative_to(staging).as_posix()
+    with stage(f"verify {rel}"):
+        parity = verify_encoder_artifact(module.open_encoder_session(path), reference, recipe.thresholds,
+                                         artifact=rel, fmt=fmt, quantization=recipe.name,
+                                         pad_id=encoder.spec.pad_token_id, num_inputs=len(input_names(encoder.spec)))
+    log.info("%s (%s): %s, %s", rel, recipe.name, "passed" if parity.passed else "FAILED", figures_line(parity.figures))
+    return path, extras, parity, time.monotonic() - start
+
+
+def self_test(reference: EncoderReference, outputs_of_first: list[list]) -> dict[str, Any]:
+    """Golden vectors for the app: the first texts' ids and what this artifact returned on the host
+    (and, for question answering, the answer span those outputs give)."""
+    cases = []
+    for case, outs in zip(reference.cases[:SELF_TEST_CASES], outputs_of_first, strict=False):
+        entry = {"name": case.name, "input_ids": case.ids, "token_type_ids": case.type_ids,
+                 "expected": [list(map(float, o.ravel())) for o in outs]}
+        if case.passage is not None:
+            entry["span"] = list(best_span(outs[0][0], outs[1][0], case.passage))
+        cases.append(entry)
+    return {"rule": "run each case alone (no padding); embeddings: cosine to expected >= the artifact's parity "
+                    "cosine_min; labels: the same argmax; question answering: the same span (start, end token)",
+            "cases": cases}
+
+
+def write_report(results: list[EncoderParity], path: Path, title: str) -> None:
+    """parity.html for people: one row per artifact with its figures and thresholds."""
+    rows = "".join(
+        f"<tr><td>{html.escape(r.artifact)}</td><td>{html.escape(r.quantization)}</td>"
+        f"<td>{'passed' if r.passed else 'FAILED: ' + html.escape('; '.join(r.failures))}</td>"
+        f"<td>{html.escape(figures_line(r.figures))}</td></tr>" for r in results)
+    path.write_text(f"<!doctype html><meta charset='utf-8'><title>{html.escape(title)}</title><h1>{html.escape(title)}"
+                    f"</h1><table border='1' cellpadding='4'><tr><th>artifact</th><th>recipe</th><th>result</th>"
+                    f"<th>figures</th></tr>{rows}</table>\n", encoding="utf-8")
+
+
+def export_encoder_target(checkpoint: Checkpoint, target: TargetRecipe, request: ExportRequest) -> EncoderTargetResult:
+    spec = checkpoint.spec
+    max_seq_len = input_limit(checkpoint, target, request.max_seq_len)
+    plans = plan_target(target, request, strict=len(request.targets) <= 1, encoder=True)
+    if any(gate is not None for _, gate in plans.values()):
+        raise InputError("--quant auto is not available for encoders (name a recipe, e.g. --quant int8)")
+    log.info("target %s (encoder, %s): %s; inputs up to %d tokens", target.name, spec.task,
+             ", ".join(f"{f} ({recipes[0].name})" for f, (recipes, _) in plans.items()), max_seq_len)
+    with stage("reference (fp32 PyTorch encoder)"):
+        encoder = build_model(checkpoint)
+        reference = make_reference(encoder, make_cases(checkpoint.tokenizer.tokenizer_json, spec.task, max_seq_len))
+    try:
+        staging = staging_dir(request.out_dir, target.name)
+        staging.mkdir()
+    except OSError as e:
+        raise InputError(f"{request.out_dir}: cannot write the output there ({e.strerror})") from None
+    try:
+        result = EncoderTargetResult(target.name, request.out_dir / target.name)
+        artifacts, extras = [], []
+        for fmt, (recipes, _) in plans.items():
+            module = encoder_runtime(fmt)
+            recipe = recipes[0]
+            meta = module.encoder_metadata(checkpoint, max_seq_len)
+            path, fmt_extras, parity, seconds = emit_and_verify(module, encoder, recipe, max_seq_len, meta, reference,
+                                                                staging)
+            extras += fmt_extras
+            rel = path.relative_to(staging).as_posix()
+            size, digest = artifact_digest(path)
+            result.results.append(parity)
+            result.sizes[rel] = size
+            session = module.open_encoder_session(path)
+            first = [session.run([np.asarray([values], dtype=np.int64) for values in
+                                  (case.ids, [1] * len(case.ids), case.type_ids)][:len(input_names(spec))])
+                     for case in reference.cases[:SELF_TEST_CASES]]
+            artifacts.append({"format": fmt, "path": rel, "quantization": recipe.name, "bytes": size, "sha256": digest,
+                              "parity": parity.summary(), "seconds": round(seconds, 1),
+                              "self_test": self_test(reference, first)})
+        write_json(staging / "parity.json", [r.to_json() for r in result.results])
+        write_report(result.results, staging / "parity.html", f"slm-export parity: {checkpoint.name} -> {target.name}")
+        failed = [r for r in result.results if not r.passed]
+        if failed:
+            rejected = keep_rejected_report(staging, request.out_dir, target.name)
+            first_failure = failed[0]
+            raise ParityError(f"parity failed for {first_failure.artifact} ({first_failure.quantization}): "
+                              f"{first_failure.failures[0]}; nothing shipped for {target.name}; "
+                              f"report: {rejected / 'parity.html'}")
+        write_json(staging / "reference.json", {"max_seq_len": max_seq_len, **reference.to_json()})
+        tokenizer_entry = copy_tokenizer(checkpoint, staging)
+        tokenizer_entry["self_test"] = encoder_tokenizer_vectors(checkpoint.tokenizer.tokenizer_json, max_seq_len)
+        encoder_entry = {"task": spec.task, "inputs": list(input_names(spec)), "outputs": list(spec.outputs),
+                         "labels": list(spec.labels), "pad_token_id": spec.pad_token_id,
+                         **({"pooling": spec.pooling.to_json()} if spec.task == "feature-extraction" else {})}
+        publish(staging, {**manifest_head(checkpoint, target, max_seq_len), "encoder": encoder_entry,
+                          "tokenizer": tokenizer_entry, "artifacts": artifacts, **manifest_tail(staging, extras)},
+                request.out_dir, target.name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    if request.bundle and request.app_dir is not None:
+        with stage(f"bundle {target.name}"):
+            result.app = bundle_into_app(result.bundle, target, request.app_dir)
+    elif request.bundle:
+        # The demo apps' screens are for decoders (chat, completion); copying an encoder bundle
+        # over their assets would replace the model they run.
+        log.info("the %s demo app has no encoder screens yet: the bundle stays in %s (pass --app-dir to copy it "
+                 "into an app of your own)", target.name, result.bundle)
+    return result
+
+
+def verify_encoder_bundle(bundle: Path, manifest: dict[str, Any], target: TargetRecipe, model_dir: Path | None,
+                          problems: list[str]) -> list[EncoderParity]:
+    """`slm-export verify` of an encoder bundle (digests and schema already checked): each artifact
+    against the checkpoint when given, else the reference recorded at export time, held to its
+    recipe's thresholds in the target; the tokenizer against the vectors in the manifest."""
+    from .checkpoint import load_checkpoint
+    from .encoder_verify import encoder_tokenizer_vectors
+
+    encoder = manifest["encoder"]
+    max_seq_len = manifest["model"]["max_seq_len"]
+    if model_dir is not None:
+        checkpoint = load_checkpoint(model_dir)
+        if checkpoint.digest() != manifest["model"]["source_sha256"]:
+            problems.append(f"{model_dir}: checkpoint digest differs from the manifest's source_sha256")
+        with stage("reference (fp32 PyTorch encoder)"):
+            reference = make_reference(build_model(checkpoint), make_cases(checkpoint.tokenizer.tokenizer_json,
+                                                                           encoder["task"], max_seq_len))
+    else:
+        reference = EncoderReference.from_json(json.loads((bundle / manifest["parity"]["reference"]).read_text(
+            encoding="utf-8")))
+    tokenizer_json = bundle / manifest["tokenizer"]["path"]
+    if tokenizer_json.is_file():
+        texts = [v["text"] for v in manifest["tokenizer"].get("self_test", [])]
+        for want, got in zip(manifest["tokenizer"].get("self_test", []),
+                             encoder_tokenizer_vectors(tokenizer_json, max_seq_len, texts), strict=True):
+            if want["ids"] != got["ids"]:
+                problems.append(f"tokenizer: {want['text']!r} gives {got['ids'][:8]}..., the manifest says "
+                                f"{want['ids'][:8]}...")
+                break
+    results = []
+    formats = target.encoder_formats
+    for artifact in manifest["artifacts"]:
+        path = bundle / artifact["path"]
+        if not path.exists():
+            continue  # already reported by check_files
+        if artifact["format"] not in formats:
+            problems.append(f"{artifact['path']}: target {target.name} has no {artifact['format']} encoder recipe")
+            continue
+        thresholds = formats[artifact["format"]].recipe(artifact["quantization"]).thresholds
+        module = encoder_runtime(artifact["format"])
+        with stage(f"verify {artifact['path']}"):
+            results.append(verify_encoder_artifact(module.open_encoder_session(path), reference, thresholds,
+                                                   artifact=artifact["path"], fmt=artifact["format"],
+                                                   quantization=artifact["quantization"],
+                                                   pad_id=encoder["pad_token_id"], num_inputs=len(encoder["inputs"])))
+    return results
