@@ -33,7 +33,7 @@ from .models import (
     family_of,
     supported_model_types,
 )
-from .models.encoder import Pooling
+from .models.encoder import Pooling, Projection
 from .models.family import SpecTransform, split_rows
 
 log = logging.getLogger(__name__)
@@ -115,6 +115,17 @@ def _inside(root: Path, name: str, what: str) -> Path:
     if root.resolve() not in candidate.parents:
         raise CheckpointError(f"{root}: {what} {name!r} points outside the checkpoint directory")
     return candidate
+
+
+def _weight_files_in(path: Path) -> tuple[list[Path], dict[str, Path]]:
+    """One safetensors file's tensor names."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            return [path], dict.fromkeys(handle.keys(), path)
+    except Exception as e:  # safetensors raises its own error types for a bad header
+        raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from None
 
 
 def _weight_files(root: Path) -> tuple[list[Path], dict[str, Path]]:
@@ -242,6 +253,13 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     except ConfigError as e:
         raise CheckpointError(f"{root / 'config.json'}: {str(e).removeprefix('config.json: ')}") from None
     files, tensor_index = _weight_files(root)
+    dense = dense_weights(root, spec.pooling) if isinstance(spec, EncoderSpec) else None
+    if dense is not None:  # sentence-transformers keeps its Dense layer's tensors (linear.*) in their own file
+        extra_files, extra_index = _weight_files_in(dense)
+        clash = sorted(set(extra_index) & set(tensor_index))
+        if clash:
+            raise CheckpointError(f"{dense}: tensor {clash[0]!r} also appears in the model's weights")
+        files, tensor_index = [*files, *extra_files], {**tensor_index, **extra_index}
     tokenizer = _tokenizer_files(root, spec)
     bos, eos, generation, tok_config = _special_ids(root, raw, tokenizer, spec.vocab_size)
     chat = load_chat_spec(root, tokenizer.tokenizer_json, tok_config, eos, generation)
@@ -266,10 +284,10 @@ def read_pooling(root: Path) -> Pooling:
     if not isinstance(modules, list) or not all(isinstance(m, dict) for m in modules):
         raise CheckpointError(f"{modules_path}: expected a list of modules")
     kinds = [str(m.get("type", "")).rsplit(".", 1)[-1] for m in modules]
-    supported = {"Transformer", "Pooling", "Normalize"}
-    if set(kinds) - supported:
-        raise CheckpointError(f"{modules_path}: sentence-transformers modules {sorted(set(kinds) - supported)} are not "
-                              "supported (only Transformer, Pooling, Normalize)")
+    supported = ["Transformer", "Pooling", "Dense", "Normalize"]
+    if set(kinds) - set(supported) or kinds.count("Dense") > 1 or [k for k in supported if k in kinds] != kinds:
+        raise CheckpointError(f"{modules_path}: sentence-transformers modules {kinds} are not supported (supported: "
+                              "Transformer, Pooling, at most one Dense, Normalize, in that order)")
     if "Pooling" not in kinds:
         raise CheckpointError(f"{modules_path}: no Pooling module")
     folder = str(modules[kinds.index("Pooling")].get("path", ""))
@@ -282,7 +300,40 @@ def read_pooling(root: Path) -> Pooling:
     if others or len(modes) != 1:
         raise CheckpointError(f"{config_path}: exactly one of mean, CLS or max pooling is supported "
                               f"(this one asks for {', '.join(modes + others) or 'none'})")
-    return Pooling(mode=modes[0], normalize="Normalize" in kinds, source="sentence-transformers")
+    projection = None
+    if "Dense" in kinds:
+        projection = _dense(root, str(modules[kinds.index("Dense")].get("path", "")))
+    return Pooling(mode=modes[0], normalize="Normalize" in kinds, source="sentence-transformers", projection=projection)
+
+
+# sentence-transformers' Dense activations, by the class name its config.json records.
+DENSE_ACTIVATIONS = {"torch.nn.modules.linear.Identity": "identity", "torch.nn.modules.activation.Tanh": "tanh"}
+
+
+def _dense(root: Path, folder: str) -> Projection:
+    config_path = _inside(root, f"{folder}/config.json", "modules.json")
+    config = _read_json(config_path, "the Dense module's config")
+    activation = config.get("activation_function", "torch.nn.modules.activation.Tanh")
+    if activation not in DENSE_ACTIVATIONS:
+        raise CheckpointError(f"{config_path}: Dense activation {activation!r} is not supported "
+                              f"(supported: {', '.join(DENSE_ACTIVATIONS)})")
+    if not (root / folder / "model.safetensors").is_file():
+        raise CheckpointError(f"{root / folder}: the Dense module's weights must be model.safetensors (pickle is refused)")
+    try:
+        return Projection(int(config["in_features"]), int(config["out_features"]), bool(config.get("bias", True)),
+                          DENSE_ACTIVATIONS[activation])
+    except (KeyError, TypeError, ValueError):
+        raise CheckpointError(f"{config_path}: in_features and out_features must be integers") from None
+
+
+def dense_weights(root: Path, pooling: Pooling) -> Path | None:
+    """The Dense module's weight file, which the loader reads beside model.safetensors."""
+    if pooling.projection is None:
+        return None
+
+    modules = _read_json(root / "modules.json", "modules.json")
+    folder = next(str(m.get("path", "")) for m in modules if str(m.get("type", "")).endswith("Dense"))
+    return _inside(root, f"{folder}/model.safetensors", "modules.json")
 
 
 def read_max_input_tokens(root: Path, spec: EncoderSpec) -> int:

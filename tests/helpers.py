@@ -202,11 +202,25 @@ def save_random_encoder(directory: Path, hf_config: dict, seed: int = 0, pooling
     model.save_pretrained(directory)
     save_wordpiece_tokenizer(directory, hf.vocab_size, ROBERTA_SPECIALS if model_type == "roberta" else WORDPIECE_SPECIALS)
     if pooling is not None:
+        dense = pooling.get("dense")  # {"out_features": N, "activation": "tanh" | "identity"}
         (directory / "modules.json").write_text(json.dumps([
             {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
             {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
-            *([{"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"}]
+            *([{"idx": 2, "name": "2", "path": "2_Dense", "type": "sentence_transformers.models.Dense"}] if dense else []),
+            *([{"idx": 3, "name": "3", "path": "3_Normalize", "type": "sentence_transformers.models.Normalize"}]
               if pooling.get("normalize") else [])]))
+        if dense:
+            from safetensors.torch import save_file
+
+            width = hf.hidden_size if model_type != "distilbert" else hf.dim
+            (directory / "2_Dense").mkdir(exist_ok=True)
+            activation = {"tanh": "torch.nn.modules.activation.Tanh", "identity": "torch.nn.modules.linear.Identity"}
+            (directory / "2_Dense" / "config.json").write_text(json.dumps(
+                {"in_features": width, "out_features": dense["out_features"], "bias": True,
+                 "activation_function": activation[dense["activation"]]}))
+            save_file({"linear.weight": torch.randn(dense["out_features"], width) * 0.2,
+                       "linear.bias": torch.randn(dense["out_features"]) * 0.1},
+                      str(directory / "2_Dense" / "model.safetensors"))
         (directory / "1_Pooling").mkdir(exist_ok=True)
         (directory / "1_Pooling" / "config.json").write_text(json.dumps({
             "word_embedding_dimension": hf.hidden_size if model_type != "distilbert" else hf.dim,

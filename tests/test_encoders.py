@@ -89,14 +89,20 @@ def test_outputs_match_transformers(family, case, encoder_checkpoint):
             assert (got[1][real] - expected.end_logits[real]).abs().max() < 1e-4
 
 
-@pytest.mark.parametrize("mode", ["mean", "cls", "max"])
-def test_sentence_transformers_pooling(mode, encoder_checkpoint):
-    """Our pooled, normalised embedding is sentence-transformers' own, for each pooling mode."""
+@pytest.mark.parametrize(("mode", "dense"), [("mean", None), ("cls", None), ("max", None),
+                                             ("mean", {"out_features": 48, "activation": "tanh"}),
+                                             ("cls", {"out_features": 80, "activation": "identity"})])
+def test_sentence_transformers_pooling(mode, dense, encoder_checkpoint):
+    """Our pooled, projected (a Dense module), normalised embedding is sentence-transformers' own,
+    for each pooling mode."""
     from sentence_transformers import SentenceTransformer
 
-    path = encoder_checkpoint("bert", "feature-extraction", {"mode": mode, "normalize": True})
+    path = encoder_checkpoint("bert", "feature-extraction", {"mode": mode, "normalize": True, "dense": dense})
     checkpoint = load_checkpoint(path)
-    assert checkpoint.spec.pooling == Pooling(mode, True, "sentence-transformers")
+    assert checkpoint.spec.pooling.mode == mode and checkpoint.spec.pooling.normalize
+    assert (checkpoint.spec.pooling.projection is None) == (dense is None)
+    if dense is None:
+        assert checkpoint.spec.pooling == Pooling(mode, True, "sentence-transformers")
     assert checkpoint.spec.max_input_tokens == 96  # sentence_bert_config.json
     texts = ["A short one.", "A somewhat longer sentence, with more words in it.", "Naïve café in 東京!"]
     expected = SentenceTransformer(str(path), device="cpu").encode(texts, convert_to_tensor=True)
@@ -222,3 +228,4 @@ def test_task_heads_pass_fp32_parity_on_every_runtime(family, case, tmp_path, en
             cases = artifact["self_test"]["cases"]
             if case == "question-answering":  # the golden case names the answer span, inside the passage
                 assert all(c["token_type_ids"][c["span"][0]] == 1 and c["span"][0] <= c["span"][1] for c in cases)
+

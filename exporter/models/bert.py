@@ -153,9 +153,11 @@ HEADS = (
     *linear_rules("qa_outputs", "qa_outputs"),
     *linear_rules("classifier", "classifier"),  # BERT's sequence and token classifiers, RoBERTa's token one
 )
+# sentence-transformers' Dense module after the pooling (its own 2_Dense/model.safetensors).
+PROJECTION = linear_rules("linear", "projection")
 BERT_WEIGHTS = (*with_prefixes(BASE_WEIGHTS, ("", "bert.")), *with_prefixes(linear_rules("pooler.dense", "pre_classifier"),
-                                                                            ("", "bert.")), *HEADS)
-ROBERTA_WEIGHTS = (*with_prefixes(BASE_WEIGHTS, ("", "roberta.")), *HEADS,
+                                                                            ("", "bert.")), *HEADS, *PROJECTION)
+ROBERTA_WEIGHTS = (*with_prefixes(BASE_WEIGHTS, ("", "roberta.")), *HEADS, *PROJECTION,
                    *linear_rules("classifier.dense", "pre_classifier"), *linear_rules("classifier.out_proj", "classifier"))
 
 # The position-ids buffer some versions save, the pooler where the task does not read it, and the

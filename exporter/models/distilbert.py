@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .bert import encoder_spec, linear_rules, norm_rules, with_prefixes
+from .bert import PROJECTION, encoder_spec, linear_rules, norm_rules, with_prefixes
 from .encoder import EncoderSpec
 from .family import ConfigError, Family, HFConfig, WeightRule, plausible_context, positive_int
 
@@ -57,7 +57,7 @@ BASE_WEIGHTS = (
 )
 DISTILBERT_WEIGHTS = (*with_prefixes(BASE_WEIGHTS, ("", "distilbert.")),
                       *linear_rules("pre_classifier", "pre_classifier"), *linear_rules("classifier", "classifier"),
-                      *linear_rules("qa_outputs", "qa_outputs"))
+                      *linear_rules("qa_outputs", "qa_outputs"), *PROJECTION)
 # The position-ids buffer, and the masked-LM head of DistilBertForMaskedLM.
 DISTILBERT_UNUSED = (r"(distilbert\.)?embeddings\.position_ids", r"vocab_(transform|layer_norm|projector)\..*")
 

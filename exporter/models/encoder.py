@@ -45,12 +45,23 @@ MASKED = -1e4
 
 
 @dataclass(frozen=True)
+class Projection:
+    """sentence-transformers' Dense module after the pooling: a linear layer and its activation."""
+
+    in_features: int
+    out_features: int
+    bias: bool = True
+    activation: Literal["identity", "tanh"] = "tanh"
+
+
+@dataclass(frozen=True)
 class Pooling:
-    """sentence-transformers' Pooling + Normalize modules (1_Pooling/config.json, modules.json)."""
+    """sentence-transformers' Pooling, Dense and Normalize modules (modules.json, 1_Pooling/config.json)."""
 
     mode: Literal["mean", "cls", "max"] = "mean"
     normalize: bool = False
     source: str = "default"  # where it was read: "sentence-transformers" or "default" (no modules.json)
+    projection: Projection | None = None  # part of the graph; the manifest states the result's size only
 
     def to_json(self) -> dict:
         return {"mode": self.mode, "normalize": self.normalize, "source": self.source}
@@ -163,8 +174,9 @@ class EncoderBlock(nn.Module):
         return self.mlp_norm(x + self.mlp(x))
 
 
-def pool(hidden: torch.Tensor, mask: torch.Tensor, pooling: Pooling) -> torch.Tensor:
-    """sentence-transformers' pooling of hidden [B,T,E] over the real tokens (mask [B,T] float)."""
+def pool(hidden: torch.Tensor, mask: torch.Tensor, pooling: Pooling, projection: nn.Module | None = None) -> torch.Tensor:
+    """sentence-transformers' pooling of hidden [B,T,E] over the real tokens (mask [B,T] float),
+    then its Dense module (`projection`) and normalisation where the checkpoint has them."""
     if pooling.mode == "cls":
         pooled = hidden[:, 0]
     elif pooling.mode == "max":
@@ -172,6 +184,10 @@ def pool(hidden: torch.Tensor, mask: torch.Tensor, pooling: Pooling) -> torch.Te
     else:
         summed = (hidden * mask[..., None]).sum(dim=1)
         pooled = summed / mask.sum(dim=1, keepdim=True).clamp(min=1e-9)
+    if projection is not None:
+        pooled = projection(pooled)
+        if pooling.projection.activation == "tanh":
+            pooled = torch.tanh(pooled)
     if pooling.normalize:
         # F.normalize's clamp, written out: norm / max(norm, eps).
         pooled = pooled / pooled.norm(dim=-1, keepdim=True).clamp(min=1e-12)
@@ -191,6 +207,9 @@ class Encoder(nn.Module):
             self.embed_types = nn.Embedding(spec.type_vocab_size, e)
         self.embed_norm = LayerNorm(e, spec.norm_eps)
         self.layers = nn.ModuleList(EncoderBlock(spec) for _ in range(spec.num_layers))
+        dense = spec.pooling.projection if spec.task == "feature-extraction" else None
+        if dense is not None:
+            self.projection = nn.Linear(dense.in_features, dense.out_features, bias=dense.bias)
         if spec.task == "sequence-classification":
             self.pre_classifier = nn.Linear(e, e)
             self.classifier = nn.Linear(e, spec.num_labels)
@@ -221,7 +240,7 @@ class Encoder(nn.Module):
         hidden = self.hidden_states(input_ids, attention_mask, token_type_ids)
         task = self.spec.task
         if task == "feature-extraction":
-            return (pool(hidden, attention_mask.to(hidden.dtype), self.spec.pooling),)
+            return (pool(hidden, attention_mask.to(hidden.dtype), self.spec.pooling, getattr(self, "projection", None)),)
         if task == "sequence-classification":
             first = self.pre_classifier(hidden[:, 0])
             first = F.relu(first) if self.spec.classifier == "pre_classifier" else torch.tanh(first)
