@@ -95,12 +95,16 @@ def _target_choices() -> list[str]:
 @click.option("--accept-quality-loss", is_flag=True,
               help="Ship a quantized artifact that missed its gate (auto: the last candidate tried), with its "
                    "figures written into the manifest and shown by the apps.")
+@click.option("--encoder", "encoder", metavar="DIR|none",
+              help="An encoder checkpoint bundled beside the decoder, in the bundle's search/, classify/ or answer/ "
+                   "folder (its default recipes). Default: the built-in encoder student when --model is not given; "
+                   "'none' bundles none.")
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging, peak memory per stage, tracebacks.")
 @click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors.")
 @click.version_option(package_name="slm-export")
 @click.pass_context
 def main(ctx, target, model_dir, out_dir, quant, formats, max_seq_len, app_dir, no_bundle, accept_quality_loss,
-         verbose, quiet):
+         encoder, verbose, quiet):
     """Export a small language model for phones, verify it against PyTorch, and bundle it.
 
     \b
@@ -121,11 +125,23 @@ def main(ctx, target, model_dir, out_dir, quant, formats, max_seq_len, app_dir, 
     selected = _parse_formats(formats)
     if app_dir is not None and (target == "all" or no_bundle):
         raise click.UsageError("--app-dir needs one --target and no --no-bundle")
-    _export(target, model_dir, out_dir, quant, selected, max_seq_len, app_dir, not no_bundle, accept_quality_loss)
+    _export(target, model_dir, out_dir, quant, selected, max_seq_len, app_dir, not no_bundle, accept_quality_loss,
+            encoder)
+
+
+def _companions(model_dir: Path | None, encoder: str | None) -> tuple[Path, ...]:
+    """The encoders to bundle beside the model: --encoder's, else the built-in encoder student
+    beside the built-in decoder student (none beside a model of the user's own)."""
+    from .student import ENCODER_STUDENT_DIR
+
+    if encoder is not None:
+        return () if encoder == "none" else (Path(encoder),)
+    return (ENCODER_STUDENT_DIR,) if model_dir is None and (ENCODER_STUDENT_DIR / "config.json").is_file() else ()
 
 
 @guarded
-def _export(target, model_dir, out_dir, quant, formats, max_seq_len, app_dir, bundle, accept_quality_loss):
+def _export(target, model_dir, out_dir, quant, formats, max_seq_len, app_dir, bundle, accept_quality_loss,
+            encoder=None):
     from .pipeline import ExportRequest, export
     from .recipes import load_target, target_names
 
@@ -134,7 +150,7 @@ def _export(target, model_dir, out_dir, quant, formats, max_seq_len, app_dir, bu
         load_target(name)
     request = ExportRequest(model_dir=model_dir or _default_model(), out_dir=out_dir, targets=tuple(targets),
                             quant=quant, formats=formats, max_seq_len=max_seq_len, bundle=bundle, app_dir=app_dir,
-                            accept_quality_loss=accept_quality_loss)
+                            accept_quality_loss=accept_quality_loss, companions=_companions(model_dir, encoder))
     for result in export(request):
         click.echo(result.summary())
 
@@ -222,13 +238,17 @@ def verify(bundle, model_dir, target_file, as_json):
 @click.option("--seed", type=int, default=0, show_default=True, help="Sampling seed.")
 @click.option("--tokenizer", "tokenizer_path", type=click.Path(path_type=Path),
               help="tokenizer.json for a bare artifact (default: the one beside it or in its parent).")
+@click.option("--task", type=click.Choice(["search", "classify", "answer"]),
+              help="Run the bundle's encoder for this task (its own, or the companion bundled beside a decoder); "
+                   "search ranks --text PASSAGE ... (default: a built-in set) by cosine to the first --text.")
 @click.option("--text", "texts", multiple=True,
               help="For an encoder bundle: a text to embed, classify or label (repeat for more); for question "
                    "answering, --text QUESTION --text PASSAGE.")
 @click.option("--json", "as_json", is_flag=True,
               help="Print one JSON object (prompt_ids, generated_ids, text, stop_reason, timings) instead of streaming.")
 @guarded
-def run(path, prompt, as_chat, system_prompt, max_new_tokens, fmt, temperature, seed, tokenizer_path, texts, as_json):
+def run(path, prompt, as_chat, system_prompt, max_new_tokens, fmt, temperature, seed, tokenizer_path, task, texts,
+        as_json):
     """Generate from a bundle (or one artifact) through the runtime the app uses, streaming text.
 
     PATH is a bundle directory (with manifest.json) or a single artifact: a model.pte (ExecuTorch,
@@ -243,9 +263,9 @@ def run(path, prompt, as_chat, system_prompt, max_new_tokens, fmt, temperature, 
     """
     from .runner import Conversation, open_for_run
 
-    encoder_manifest = _encoder_manifest(path)
-    if encoder_manifest is not None or texts:
-        _run_encoder(path, encoder_manifest, texts, fmt, prompt, as_json)
+    path, encoder_manifest = _encoder_bundle(path, task)
+    if encoder_manifest is not None or texts or task:
+        _run_encoder(path, encoder_manifest, texts, fmt, prompt, task, as_json)
         return
     if prompt is None and not as_chat:
         raise InputError("--prompt is required (or --chat for a conversation)")
@@ -276,26 +296,36 @@ def run(path, prompt, as_chat, system_prompt, max_new_tokens, fmt, temperature, 
     _chat_loop(target, conversation, max_new_tokens, seed, sampling)
 
 
-def _encoder_manifest(path: Path) -> dict | None:
-    """The manifest of an encoder bundle at `path` (None: not a bundle, or a decoder's)."""
+def _encoder_bundle(path: Path, task: str | None) -> tuple[Path, dict | None]:
+    """(folder, manifest) of the encoder bundle `run` should use: the bundle itself when it holds an
+    encoder, or with --task, the companion bundled for that role beside a decoder."""
     from . import manifest as manifest_io
 
-    if not (Path(path) / manifest_io.MANIFEST).is_file():
-        return None
-    manifest = manifest_io.read(Path(path))
-    return manifest if "encoder" in manifest else None
+    path = Path(path)
+    if not (path / manifest_io.MANIFEST).is_file():
+        return path, None
+    manifest = manifest_io.read(path)
+    if "encoder" in manifest or task is None:
+        return path, manifest if "encoder" in manifest else None
+    companion = next((c for c in manifest.get("companions", []) if c["role"] == task), None)
+    if companion is None:
+        roles = ", ".join(c["role"] for c in manifest.get("companions", [])) or "none"
+        raise InputError(f"{path}: no encoder for --task {task} in this bundle (its companions: {roles})")
+    return path / companion["path"], manifest_io.read(path / companion["path"])
 
 
-def _run_encoder(path, manifest, texts, fmt, prompt, as_json):
-    from .encoder_run import open_encoder_bundle, render, run_texts
+def _run_encoder(path, manifest, texts, fmt, prompt, task, as_json):
+    from .encoder_run import open_encoder_bundle, render, run_texts, search
 
     if manifest is None:
-        raise InputError(f"{path}: --text is for an encoder bundle; this is not one (use --prompt)")
+        raise InputError(f"{path}: --text and --task are for an encoder bundle (or a bundle with one beside its "
+                         "decoder); this is not one (use --prompt)")
     if prompt is not None:
         raise InputError(f"{path} holds an encoder ({manifest['encoder']['task']}): pass --text, not --prompt")
     if not texts or not all(t.strip() for t in texts):
         raise InputError("--text is required and may not be empty (repeat it for more texts)")
-    result = run_texts(open_encoder_bundle(Path(path), manifest, fmt), list(texts))
+    target = open_encoder_bundle(Path(path), manifest, fmt)
+    result = search(target, texts[0], list(texts[1:])) if task == "search" else run_texts(target, list(texts))
     click.echo(json.dumps(result, ensure_ascii=False) if as_json else render(result))
 
 

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from .atomic import staging_dir
+from .atomic import staging_dir, swap_into_place
 from .bundle import BundleResult, bundle_into_app
 from .checkpoint import Checkpoint, build_model
 from .encoder_verify import (
@@ -39,7 +39,8 @@ from .encoder_verify import (
     verify_encoder_artifact,
 )
 from .errors import InputError, ParityError
-from .manifest import artifact_digest
+from .manifest import EXTRAS_DIR, artifact_digest
+from .manifest import write as write_manifest
 from .models.encoder import input_names
 from .pipeline import (
     ExportRequest,
@@ -48,7 +49,6 @@ from .pipeline import (
     manifest_head,
     manifest_tail,
     plan_target,
-    publish,
     set_aside_extras,
     write_json,
 )
@@ -142,61 +142,83 @@ def write_report(results: list[EncoderParity], path: Path, title: str) -> None:
                     f"<th>figures</th></tr>{rows}</table>\n", encoding="utf-8")
 
 
-def export_encoder_target(checkpoint: Checkpoint, target: TargetRecipe, request: ExportRequest) -> EncoderTargetResult:
-    spec = checkpoint.spec
-    max_seq_len = input_limit(checkpoint, target, request.max_seq_len)
+def plan_encoder(checkpoint: Checkpoint, target: TargetRecipe, request: ExportRequest) -> dict[str, tuple[list, Any]]:
     plans = plan_target(target, request, strict=len(request.targets) <= 1, encoder=True)
     if any(gate is not None for _, gate in plans.values()):
         raise InputError("--quant auto is not available for encoders (name a recipe, e.g. --quant int8)")
-    log.info("target %s (encoder, %s): %s; inputs up to %d tokens", target.name, spec.task,
+    return plans
+
+
+def build_encoder_bundle(checkpoint: Checkpoint, target: TargetRecipe, request: ExportRequest,
+                         plans: dict[str, tuple[list, Any]], folder: Path, keep_extras: bool = True,
+                         rejected_in: Path | None = None) -> EncoderTargetResult:
+    """Stages 2-5 and the manifest, into `folder` (nothing is published). `keep_extras`: keep the
+    files no app loads under folder/extras/ (a companion of a decoder bundle drops them);
+    `rejected_in`: the output folder, where the report of a failed run goes (<target>.rejected/)."""
+    spec = checkpoint.spec
+    max_seq_len = input_limit(checkpoint, target, request.max_seq_len)
+    log.info("target %s (encoder %s, %s): %s; inputs up to %d tokens", target.name, checkpoint.name, spec.task,
              ", ".join(f"{f} ({recipes[0].name})" for f, (recipes, _) in plans.items()), max_seq_len)
     with stage("reference (fp32 PyTorch encoder)"):
         encoder = build_model(checkpoint)
         reference = make_reference(encoder, make_cases(checkpoint.tokenizer.tokenizer_json, spec.task, max_seq_len))
+    result = EncoderTargetResult(target.name, folder)
+    artifacts, extras = [], []
+    for fmt, (recipes, _) in plans.items():
+        module = encoder_runtime(fmt)
+        recipe = recipes[0]
+        meta = module.encoder_metadata(checkpoint, max_seq_len)
+        path, fmt_extras, parity, seconds = emit_and_verify(module, encoder, recipe, max_seq_len, meta, reference,
+                                                            folder)
+        extras += fmt_extras
+        rel = path.relative_to(folder).as_posix()
+        size, digest = artifact_digest(path)
+        result.results.append(parity)
+        result.sizes[rel] = size
+        session = module.open_encoder_session(path)
+        first = [session.run([np.asarray([values], dtype=np.int64) for values in
+                              (case.ids, [1] * len(case.ids), case.type_ids)][:len(input_names(spec))])
+                 for case in reference.cases[:SELF_TEST_CASES]]
+        artifacts.append({"format": fmt, "path": rel, "quantization": recipe.name, "bytes": size, "sha256": digest,
+                          "parity": parity.summary(), "seconds": round(seconds, 1),
+                          "self_test": self_test(reference, first)})
+    if not keep_extras:
+        shutil.rmtree(folder / EXTRAS_DIR, ignore_errors=True)
+        extras = []
+    write_json(folder / "parity.json", [r.to_json() for r in result.results])
+    write_report(result.results, folder / "parity.html", f"slm-export parity: {checkpoint.name} -> {target.name}")
+    failed = [r for r in result.results if not r.passed]
+    if failed:
+        where = ""
+        if rejected_in is not None:
+            where = f"; report: {keep_rejected_report(folder, rejected_in, target.name) / 'parity.html'}"
+        first_failure = failed[0]
+        raise ParityError(f"parity failed for {first_failure.artifact} ({first_failure.quantization}): "
+                          f"{first_failure.failures[0]}; nothing shipped for {target.name}{where}")
+    write_json(folder / "reference.json", {"max_seq_len": max_seq_len, **reference.to_json()})
+    tokenizer_entry = copy_tokenizer(checkpoint, folder)
+    tokenizer_entry["self_test"] = encoder_tokenizer_vectors(checkpoint.tokenizer.tokenizer_json, max_seq_len)
+    encoder_entry = {"task": spec.task, "inputs": list(input_names(spec)), "outputs": list(spec.outputs),
+                     "labels": list(spec.labels), "pad_token_id": spec.pad_token_id,
+                     **({"pooling": spec.pooling.to_json()} if spec.task == "feature-extraction" else {})}
+    write_manifest(folder, {**manifest_head(checkpoint, target, max_seq_len), "encoder": encoder_entry,
+                            "tokenizer": tokenizer_entry, "artifacts": artifacts, **manifest_tail(folder, extras)})
+    return result
+
+
+def export_encoder_target(checkpoint: Checkpoint, target: TargetRecipe, request: ExportRequest) -> EncoderTargetResult:
+    plans = plan_encoder(checkpoint, target, request)
     try:
         staging = staging_dir(request.out_dir, target.name)
         staging.mkdir()
     except OSError as e:
         raise InputError(f"{request.out_dir}: cannot write the output there ({e.strerror})") from None
     try:
-        result = EncoderTargetResult(target.name, request.out_dir / target.name)
-        artifacts, extras = [], []
-        for fmt, (recipes, _) in plans.items():
-            module = encoder_runtime(fmt)
-            recipe = recipes[0]
-            meta = module.encoder_metadata(checkpoint, max_seq_len)
-            path, fmt_extras, parity, seconds = emit_and_verify(module, encoder, recipe, max_seq_len, meta, reference,
-                                                                staging)
-            extras += fmt_extras
-            rel = path.relative_to(staging).as_posix()
-            size, digest = artifact_digest(path)
-            result.results.append(parity)
-            result.sizes[rel] = size
-            session = module.open_encoder_session(path)
-            first = [session.run([np.asarray([values], dtype=np.int64) for values in
-                                  (case.ids, [1] * len(case.ids), case.type_ids)][:len(input_names(spec))])
-                     for case in reference.cases[:SELF_TEST_CASES]]
-            artifacts.append({"format": fmt, "path": rel, "quantization": recipe.name, "bytes": size, "sha256": digest,
-                              "parity": parity.summary(), "seconds": round(seconds, 1),
-                              "self_test": self_test(reference, first)})
-        write_json(staging / "parity.json", [r.to_json() for r in result.results])
-        write_report(result.results, staging / "parity.html", f"slm-export parity: {checkpoint.name} -> {target.name}")
-        failed = [r for r in result.results if not r.passed]
-        if failed:
-            rejected = keep_rejected_report(staging, request.out_dir, target.name)
-            first_failure = failed[0]
-            raise ParityError(f"parity failed for {first_failure.artifact} ({first_failure.quantization}): "
-                              f"{first_failure.failures[0]}; nothing shipped for {target.name}; "
-                              f"report: {rejected / 'parity.html'}")
-        write_json(staging / "reference.json", {"max_seq_len": max_seq_len, **reference.to_json()})
-        tokenizer_entry = copy_tokenizer(checkpoint, staging)
-        tokenizer_entry["self_test"] = encoder_tokenizer_vectors(checkpoint.tokenizer.tokenizer_json, max_seq_len)
-        encoder_entry = {"task": spec.task, "inputs": list(input_names(spec)), "outputs": list(spec.outputs),
-                         "labels": list(spec.labels), "pad_token_id": spec.pad_token_id,
-                         **({"pooling": spec.pooling.to_json()} if spec.task == "feature-extraction" else {})}
-        publish(staging, {**manifest_head(checkpoint, target, max_seq_len), "encoder": encoder_entry,
-                          "tokenizer": tokenizer_entry, "artifacts": artifacts, **manifest_tail(staging, extras)},
-                request.out_dir, target.name)
+        result = build_encoder_bundle(checkpoint, target, request, plans, staging,
+                                      rejected_in=request.out_dir)
+        result.bundle = request.out_dir / target.name
+        swap_into_place(staging, result.bundle)
+        shutil.rmtree(request.out_dir / f"{target.name}.rejected", ignore_errors=True)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     if request.bundle and request.app_dir is not None:

@@ -100,8 +100,28 @@ def run_texts(target: EncoderBundle, texts: list[str]) -> dict[str, Any]:
     return result
 
 
+def search(target: EncoderBundle, query: str, passages: list[str] | None = None, top: int = 5) -> dict[str, Any]:
+    """`run --task search`: the passages (default: the built-in set the apps' Search screen shows,
+    exporter/data/encoder_texts.json's sentences) ranked by cosine to the query."""
+    from .encoder_verify import load_texts
+
+    if target.task != "feature-extraction":
+        raise InputError(f"{target.path}: search needs a feature-extraction encoder, this one does {target.task}")
+    passages = passages or load_texts()["sentences"]
+    result = run_texts(target, [query, *passages])
+    scores = result.pop("cosine")[0][1:]
+    result.pop("embeddings")
+    order = sorted(range(len(passages)), key=lambda i: -scores[i])
+    result["query"] = query
+    result["ranked"] = [{"passage": passages[i], "cosine": scores[i]} for i in order[:top]]
+    return result
+
+
 def render(result: dict[str, Any]) -> str:
     lines = []
+    if "ranked" in result:
+        lines.append(f"query: {result['query']}")
+        lines += [f"  {r['cosine']:.4f}  {r['passage']}" for r in result["ranked"]]
     if "embeddings" in result:
         for i, e in enumerate(result["embeddings"]):
             lines.append(f"[{i}] {e['size']} dims, norm {e['norm']:.4f}: {e['text']}")

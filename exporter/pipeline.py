@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import logging
 import math
@@ -30,7 +31,7 @@ from .bundle import BundleResult, bundle_into_app
 from .checkpoint import Checkpoint, build_model, load_checkpoint, sha256_file
 from .describe import context_length
 from .errors import InputError, ParityError
-from .manifest import EXTRAS_DIR, SCHEMA_VERSION, artifact_digest, file_entry, list_files
+from .manifest import EXTRAS_DIR, MANIFEST, SCHEMA_VERSION, artifact_digest, file_entry, list_files
 from .manifest import write as write_manifest
 from .progress import stage
 from .recipes import QuantRecipe, TargetRecipe, load_target, parse_quant
@@ -65,6 +66,14 @@ class ExportRequest:
     bundle: bool = True
     app_dir: Path | None = None  # an app project root; default: the target's demo app in this checkout
     accept_quality_loss: bool = False  # ship a quantized artifact that missed its gate, the loss recorded
+    # Encoders bundled beside a decoder, each in its own sub-bundle (docs/MANIFEST.md, Companions):
+    # the built-in encoder student when --model is not given.
+    companions: tuple[Path, ...] = ()
+
+
+# What an app screen does with a companion encoder, by its task (the sub-bundle's folder name).
+COMPANION_ROLES = {"feature-extraction": "search", "sequence-classification": "classify",
+                   "token-classification": "classify", "question-answering": "answer"}
 
 
 @dataclass
@@ -74,12 +83,16 @@ class TargetResult:
     results: list[ParityResult] = field(default_factory=list)
     sizes: dict[str, int] = field(default_factory=dict)
     app: BundleResult | None = None
+    companions: dict[str, Any] = field(default_factory=dict)  # role -> EncoderTargetResult
 
     def summary(self) -> str:
         parts = [f"{r.artifact} ({r.quantization}, {self.sizes[r.artifact] / 1e6:.1f} MB, {quality_line(r)}"
                  + ("" if r.passed else "; below its gate, shipped with --accept-quality-loss") + ")"
                  for r in self.results]
         lines = [f"{self.target}: verified {', '.join(parts)} -> {self.bundle}"]
+        for role, companion in self.companions.items():
+            lines.append(f"{self.target}: with {role}/ " + companion.summary().split(": verified ", 1)[1]
+                         .rsplit(" -> ", 1)[0])
         if self.app and self.app.destination:
             lines.append(f"{self.target}: bundled into {self.app.destination}")
         elif self.app and self.app.sideload_steps:
@@ -396,7 +409,10 @@ def search_failure(fmt: str, tried: list[Candidate], checkpoint: Checkpoint, tar
               f"or ship the last one tried with its loss recorded: --accept-quality-loss; report: {report}")
 
 
-def export_target(checkpoint: Checkpoint, target: TargetRecipe, request: ExportRequest) -> TargetResult:
+def export_target(checkpoint: Checkpoint, target: TargetRecipe, request: ExportRequest,
+                  companions: list[tuple[Checkpoint, dict]] | None = None) -> TargetResult:
+    """The decoder's export for one target; `companions`: encoders (with their format plans)
+    exported and verified into sub-bundles of the same bundle, before it is published."""
     max_seq_len = cache_length(checkpoint, request.max_seq_len or target.max_seq_len)
     plans = plan_target(target, request, strict=len(request.targets) <= 1)
     modules = {fmt: runtime(fmt) for fmt in plans}
@@ -474,8 +490,23 @@ def export_target(checkpoint: Checkpoint, target: TargetRecipe, request: ExportR
         from .tokenizer_parity import expected_ids
 
         tokenizer_entry["self_test"] = expected_ids(checkpoint.tokenizer.tokenizer_json)
+        companion_entries = []
+        for companion, companion_plans in companions or []:
+            from .encoder_pipeline import build_encoder_bundle
+
+            role = COMPANION_ROLES[companion.spec.task]
+            if not companion_plans:
+                log.info("target %s emits no encoder format%s: %s is not bundled", target.name,
+                         " among --formats" if request.formats else "", companion.name)
+                continue
+            with stage(f"companion {role}/ ({companion.name})"):
+                result.companions[role] = build_encoder_bundle(companion, target, request, companion_plans,
+                                                               staging / role, keep_extras=False)
+            companion_entries.append({"role": role, "path": role, "task": companion.spec.task,
+                                      "manifest_sha256": sha256_file(staging / role / MANIFEST)})
         publish(staging, {**manifest_head(checkpoint, target, max_seq_len), "tokenizer": tokenizer_entry, **chat,
-                          "artifacts": artifacts, **manifest_tail(staging, extras)}, request.out_dir, target.name)
+                          "artifacts": artifacts, **({"companions": companion_entries} if companion_entries else {}),
+                          **manifest_tail(staging, extras)}, request.out_dir, target.name)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     if request.bundle:
@@ -540,8 +571,21 @@ def export(request: ExportRequest) -> list[TargetResult]:
     if encoder:
         from .encoder_pipeline import export_encoder_target
 
+        if request.companions:
+            raise InputError("--encoder bundles an encoder beside a decoder; --model is itself an encoder")
         return [export_encoder_target(checkpoint, target, request) for target in targets]
-    return [export_target(checkpoint, target, request) for target in targets]
+    companions = [load_checkpoint(path) for path in request.companions]
+    for companion in companions:
+        if not getattr(companion.spec, "is_encoder", False) or companion.spec.task not in COMPANION_ROLES:
+            raise InputError(f"{companion.path}: only an encoder can be bundled beside a decoder")
+    if len({COMPANION_ROLES[c.spec.task] for c in companions}) < len(companions):
+        raise InputError("two companion encoders serve the same role; bundle one per role")
+    # Each target's encoder recipes, planned before any work: default recipes, the requested formats
+    # where the target has them for encoders (a decoder's --quant names are not an encoder's).
+    companion_request = dataclasses.replace(request, quant=None)
+    return [export_target(checkpoint, target, request,
+                          [(c, plan_target(target, companion_request, strict=False, encoder=True)) for c in companions])
+            for target in targets]
 
 
 def select_targets(targets: list[TargetRecipe], request: ExportRequest, encoder: bool = False) -> list[TargetRecipe]:
@@ -630,4 +674,16 @@ def verify_bundle(bundle: Path, model_dir: Path | None = None, target_file: str 
         if "quality_loss" in artifact:  # shipped below its gate: it must still give the figures it shipped with
             checked.failures = loss_not_reproduced(checked, artifact["parity"])
         results.append(checked)
+    for companion in manifest.get("companions", []):  # each a whole encoder bundle, against its own reference
+        folder = bundle / companion["path"]
+        if not (folder / MANIFEST).is_file():
+            continue  # already reported by check_files
+        if sha256_file(folder / MANIFEST) != companion["manifest_sha256"]:
+            problems.append(f"{companion['path']}/{MANIFEST}: sha256 differs from the manifest's companions entry")
+            continue
+        check = verify_bundle(folder, target_file=target_file)
+        problems += [f"{companion['path']}/{p}" for p in check.problems]
+        for result in check.results:
+            result.artifact = f"{companion['path']}/{result.artifact}"
+            results.append(result)
     return BundleCheck(bundle, problems, results)

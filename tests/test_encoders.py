@@ -229,3 +229,43 @@ def test_task_heads_pass_fp32_parity_on_every_runtime(family, case, tmp_path, en
             if case == "question-answering":  # the golden case names the answer span, inside the passage
                 assert all(c["token_type_ids"][c["span"][0]] == 1 and c["span"][0] <= c["span"][1] for c in cases)
 
+
+def test_a_decoder_bundle_carries_an_encoder_companion(tmp_path, encoder_checkpoint):
+    """The built-in decoder student with an encoder beside it (--encoder): one bundle, the encoder a
+    complete bundle in search/, its files listed in the top manifest; verify checks both, run
+    --task search ranks passages by the companion, and a changed companion file fails verify."""
+    from click.testing import CliRunner
+
+    from exporter.student import STUDENT_DIR
+
+    encoder = encoder_checkpoint("bert", "feature-extraction", {"mode": "mean", "normalize": True})
+    _export(STUDENT_DIR, tmp_path, "--target", "android", "--formats", "onnx", "--quant", "none", "--max-seq-len",
+            "64", "--encoder", str(encoder))
+    bundle = tmp_path / "android"
+    manifest = manifest_io.read(bundle)
+    (companion,) = manifest["companions"]
+    assert (companion["role"], companion["path"], companion["task"]) == ("search", "search", "feature-extraction")
+    sub = manifest_io.read(bundle / "search")
+    assert sub["encoder"]["task"] == "feature-extraction" and [a["path"] for a in sub["artifacts"]] == ["onnx/model.ort"]
+    listed = {f["path"] for f in manifest["files"]}
+    assert {"search/manifest.json", "search/onnx/model.ort", "search/tokenizer.json"} <= listed
+    assert not (bundle / "search" / "extras").exists()  # a companion keeps only what an app loads
+
+    runner = CliRunner()
+    result = runner.invoke(main, ["verify", str(bundle)])
+    assert result.exit_code == 0, result.output
+    assert "onnx (none" in result.output and "search/onnx/model.ort (none)" in result.output
+    result = runner.invoke(main, ["run", str(bundle), "--task", "search", "--text", "How do I open a file?",
+                                  "--text", "Open the file with open().", "--text", "The cat sleeps.", "--json"])
+    assert result.exit_code == 0, result.output
+    ranked = json.loads(result.output)["ranked"]
+    assert len(ranked) == 2 and ranked[0]["cosine"] >= ranked[1]["cosine"]
+    result = runner.invoke(main, ["run", str(bundle), "--task", "answer", "--text", "q"])
+    assert result.exit_code == 2 and "no encoder for --task answer" in result.output
+
+    model = bundle / "search" / "onnx" / "model.ort"
+    data = bytearray(model.read_bytes())
+    data[len(data) // 2] ^= 1
+    model.write_bytes(bytes(data))
+    result = runner.invoke(main, ["verify", str(bundle)])
+    assert result.exit_code == 1 and "search/onnx/model.ort" in result.output

@@ -24,6 +24,9 @@ data class Manifest(
     // Only for a chat model: its template, stop ids and generation defaults (docs/MANIFEST.md, Chat).
     @SerialName("chat") val chat: ChatInfo? = null,
     @SerialName("artifacts") val artifacts: List<Artifact>,
+    // Encoders bundled beside the decoder, each a complete encoder bundle in its own folder
+    // (docs/MANIFEST.md, Companions). This version reads the list; its screens do not use them yet.
+    @SerialName("companions") val companions: List<Companion> = emptyList(),
     @SerialName("parity") val parity: ParityFiles,
     @SerialName("files") val files: List<BundleFile>,
     // Files slm-export keeps in OUT/<target>/extras/ and never bundles (model.onnx, ...): the app
@@ -231,6 +234,14 @@ data class ExtraFile(
     @SerialName("bytes") val bytes: Long,
     @SerialName("sha256") val sha256: String,
     @SerialName("purpose") val purpose: String,
+)
+
+@Serializable
+data class Companion(
+    @SerialName("role") val role: String,
+    @SerialName("path") val path: String,
+    @SerialName("task") val task: String,
+    @SerialName("manifest_sha256") val manifestSha256: String,
 )
 
 /**

@@ -80,6 +80,10 @@ object ManifestParser {
             if (f.bytes < 0) fail("manifest.json: files[${f.path}].bytes is negative")
             if (!seen.add(f.path)) fail("manifest.json lists ${f.path} twice")
         }
+        for (c in m.companions) {
+            checkPath("companions[${c.role}].path", c.path)
+            checkDigest("companions[${c.role}].manifest_sha256", c.manifestSha256)
+        }
         for (a in m.artifacts) {
             if (a.format !in setOf("executorch", "onnx", "coreml")) fail("manifest.json: unknown artifact format '${a.format}'")
             checkPath("artifacts[${a.format}].path", a.path)
