@@ -115,3 +115,81 @@ def test_shipped_student_continues_in_words(shipped):
     assert count >= 5 and alphabetic >= 0.7, text
     assert len(set(text[len(PROMPT):].lower().split())) >= 3, text  # not one token repeated
     assert greedy(model, tok, PROMPT, new_tokens=24) == text  # deterministic
+
+
+@pytest.mark.slow
+def test_encoder_recipe_runs_end_to_end(tmp_path):
+    """The encoder student's recipe on a few documents and steps: a sentence-transformers folder
+    (BERT, pooling, Dense, Normalize) that sentence-transformers itself loads and embeds as we do,
+    with its recipe and figures against the teacher."""
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    from exporter.bench.real_models import default_cache, make_real_checkpoint
+
+    teacher = make_real_checkpoint("all-minilm-l6-v2", default_cache())
+    out = tmp_path / "encoder"
+    proc = subprocess.run(
+        [sys.executable, "-m", "exporter.student.train_encoder", "--out", str(out), "--steps-scale", "0.01",
+         "--max-docs", "60", "--teacher", str(teacher), "--seed", "0"],
+        cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "teacher targets" in proc.stderr and "student saved" in proc.stderr
+    recipe = json.loads((out / "recipe.json").read_text())
+    assert recipe["train"]["steps"] == 90 and recipe["seed"] == 0 and recipe["layer_map"] == [1, 2, 3, 5]
+    curve = recipe["loss_curve"]
+    assert curve[0]["step"] == 0 and curve[-1]["step"] == 89 and curve[-1]["loss"] < curve[0]["loss"]
+    figures = recipe["figures"]
+    assert 0 < figures["neighbour_agreement_with_teacher"] <= 1 and -1 <= figures["mean_cosine_to_teacher"] <= 1
+
+    checkpoint = load_checkpoint(out)
+    spec = checkpoint.spec
+    assert spec.task == "feature-extraction" and spec.pooling.projection.out_features == 384
+    assert spec.vocab_size == recipe["vocab_size"] <= 6144
+    texts = ["The function returns a list.", "Open the file in binary mode and read it."]
+    expected = SentenceTransformer(str(out), device="cpu").encode(texts, convert_to_tensor=True)
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(out / "tokenizer.json"))
+    encodings = tokenizer.encode_batch(texts)
+    assert tokenizer.token_to_id("[PAD]") == 0 and all(e.ids[0] == tokenizer.token_to_id("[CLS]") for e in encodings)
+    model = build_model(checkpoint)
+    with torch.no_grad():
+        got = torch.cat([model(torch.tensor([e.ids]), torch.ones(1, len(e.ids), dtype=torch.long))[0]
+                         for e in encodings])
+    assert torch.allclose(got, expected, atol=1e-5)
+
+
+def test_shipped_encoder_student_is_a_sentence_transformers_model():
+    """The built-in encoder student: a few MB, made by its recipe within 30 minutes, loaded by
+    sentence-transformers as we load it (pooling, Dense into the teacher's 384 dimensions,
+    normalisation), and the default encoder bundled beside the decoder student."""
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    from exporter.cli import _companions
+    from exporter.student import ENCODER_STUDENT_DIR
+
+    weights = [ENCODER_STUDENT_DIR / "model.safetensors", ENCODER_STUDENT_DIR / "2_Dense" / "model.safetensors"]
+    assert sum(p.stat().st_size for p in weights) < SIZE_LIMIT
+    recipe = json.loads((ENCODER_STUDENT_DIR / "recipe.json").read_text())
+    assert recipe["teacher"]["name"] == "all-minilm-l6-v2" and recipe["seconds"]["total"] < 30 * 60
+    figures = recipe["figures"]
+    assert figures["parameters"] * 10 < figures["teacher_parameters"]
+    assert figures["mean_cosine_to_teacher"] > 0.5 and figures["neighbour_agreement_with_teacher"] > 0.3
+    assert recipe["loss_curve"][-1]["loss"] < recipe["loss_curve"][0]["loss"] / 4
+
+    checkpoint = load_checkpoint(ENCODER_STUDENT_DIR)
+    assert checkpoint.spec.task == "feature-extraction" and checkpoint.spec.pooling.projection.out_features == 384
+    texts = ["Return the number of items in a container.", "How many elements does the list hold?"]
+    expected = SentenceTransformer(str(ENCODER_STUDENT_DIR), device="cpu").encode(texts, convert_to_tensor=True)
+    from exporter.encoder_verify import tokenizer_for
+
+    encodings = tokenizer_for(checkpoint.tokenizer.tokenizer_json, 256).encode_batch(texts)
+    model = build_model(checkpoint)
+    with torch.no_grad():
+        got = torch.cat([model(torch.tensor([e.ids]), torch.ones(1, len(e.ids), dtype=torch.long))[0]
+                         for e in encodings])
+    assert torch.allclose(got, expected, atol=1e-5)
+    assert _companions(None, None) == (ENCODER_STUDENT_DIR,) and _companions(Path("x"), None) == ()
+    assert _companions(None, "none") == ()

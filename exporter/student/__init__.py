@@ -17,6 +17,10 @@ Recipe (`python -m exporter.student.train`, about 25 minutes on 2 CPU cores, ful
    `recipe.json` recording hyperparameters, seeds, step counts, wall times and the held-out
    perplexities of teacher and student.
 
+The encoder student (`slm-encoder/`, `python -m exporter.student.train_encoder`, about 14 minutes)
+is a 1.66 M-parameter BERT distilled from all-MiniLM-L6-v2 on sentences of the same corpus; its
+module docstring has the recipe.
+
 Seeds, data order and step counts are fixed, so a rerun with the same Python and torch (and the
 same thread count) reproduces the checkpoint up to floating-point reduction order.
 """
@@ -24,5 +28,7 @@ same thread count) reproduces the checkpoint up to floating-point reduction orde
 from pathlib import Path
 
 STUDENT_DIR = Path(__file__).parent / "slm-student"
+# The encoder student (exporter/student/train_encoder.py): a small BERT distilled from all-MiniLM-L6-v2.
+ENCODER_STUDENT_DIR = Path(__file__).parent / "slm-encoder"
 
-__all__ = ["STUDENT_DIR"]
+__all__ = ["ENCODER_STUDENT_DIR", "STUDENT_DIR"]
