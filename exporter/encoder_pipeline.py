@@ -20,14 +20,13 @@ import json
 import logging
 import shutil
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .atomic import staging_dir, swap_into_place
-from .bundle import BundleResult, bundle_into_app
+from .bundle import bundle_into_app
 from .checkpoint import Checkpoint, build_model
 from .encoder_verify import (
     EncoderParity,
@@ -44,6 +43,7 @@ from .manifest import write as write_manifest
 from .models.encoder import input_names
 from .pipeline import (
     ExportRequest,
+    TargetResult,
     copy_tokenizer,
     keep_rejected_report,
     manifest_head,
@@ -62,24 +62,11 @@ log = logging.getLogger(__name__)
 SELF_TEST_CASES = 3
 
 
-@dataclass
-class EncoderTargetResult:
-    target: str
-    bundle: Path
-    results: list[EncoderParity] = field(default_factory=list)
-    sizes: dict[str, int] = field(default_factory=dict)
-    app: BundleResult | None = None
+class EncoderTargetResult(TargetResult):
+    """An encoder bundle's results (EncoderParity each), said the encoder's way."""
 
-    def summary(self) -> str:
-        parts = [f"{r.artifact} ({r.quantization}, {self.sizes[r.artifact] / 1e6:.1f} MB, {figures_line(r.figures)})"
-                 for r in self.results]
-        lines = [f"{self.target}: verified {', '.join(parts)} -> {self.bundle}"]
-        if self.app and self.app.destination:
-            lines.append(f"{self.target}: bundled into {self.app.destination}")
-        elif self.app and self.app.sideload_steps:
-            lines.append(f"{self.target}: {self.app.bytes / 1e6:.0f} MB is too large for the app's assets; "
-                         "side-load it:\n  " + "\n  ".join(self.app.sideload_steps))
-        return "\n".join(lines)
+    def artifact_line(self, r) -> str:
+        return f"{r.artifact} ({r.quantization}, {self.sizes[r.artifact] / 1e6:.1f} MB, {figures_line(r.figures)})"
 
 
 def figures_line(figures: dict[str, Any]) -> str:

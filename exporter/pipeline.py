@@ -85,14 +85,17 @@ class TargetResult:
     app: BundleResult | None = None
     companions: dict[str, Any] = field(default_factory=dict)  # role -> EncoderTargetResult
 
+    def artifact_line(self, r) -> str:
+        return (f"{r.artifact} ({r.quantization}, {self.sizes[r.artifact] / 1e6:.1f} MB, {quality_line(r)}"
+                + ("" if r.passed else "; below its gate, shipped with --accept-quality-loss") + ")")
+
+    def artifacts_line(self) -> str:
+        return ", ".join(self.artifact_line(r) for r in self.results)
+
     def summary(self) -> str:
-        parts = [f"{r.artifact} ({r.quantization}, {self.sizes[r.artifact] / 1e6:.1f} MB, {quality_line(r)}"
-                 + ("" if r.passed else "; below its gate, shipped with --accept-quality-loss") + ")"
-                 for r in self.results]
-        lines = [f"{self.target}: verified {', '.join(parts)} -> {self.bundle}"]
+        lines = [f"{self.target}: verified {self.artifacts_line()} -> {self.bundle}"]
         for role, companion in self.companions.items():
-            lines.append(f"{self.target}: with {role}/ " + companion.summary().split(": verified ", 1)[1]
-                         .rsplit(" -> ", 1)[0])
+            lines.append(f"{self.target}: with {role}/ {companion.artifacts_line()}")
         if self.app and self.app.destination:
             lines.append(f"{self.target}: bundled into {self.app.destination}")
         elif self.app and self.app.sideload_steps:
