@@ -102,7 +102,7 @@ def _convert(gguf_dir: Path, gguf_name: str, out: Path) -> None:
         from safetensors.torch import save_file
 
         # Deliberately optional (the `test` extra, not [project] dependencies): a one-line error below.
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoModelForCausalLM, AutoTokenizer  # optional, undeclared (the test extra)
     except ImportError as e:
         raise InputError(f"making a real checkpoint needs transformers, gguf and accelerate "
                          f"(pip install -e \".[test]\"): {e}") from None

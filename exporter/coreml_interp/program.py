@@ -101,7 +101,7 @@ def _blas_threads(limit: int | None):
     if not _THREADPOOLS:
         try:
             # Deliberately optional (not in [project] dependencies): without it, no thread limit.
-            from threadpoolctl import ThreadpoolController
+            from threadpoolctl import ThreadpoolController  # optional, undeclared: no thread limit without it
 
             _THREADPOOLS.append(ThreadpoolController())
         except Exception:  # pragma: no cover - optional dependency

@@ -19,7 +19,7 @@ import numpy as np
 # math.erf gives exactly (vectorised, slower); scipy's is used when it happens to be installed.
 try:
     # Deliberately optional (not in [project] dependencies): math.erf below without it.
-    from scipy.special import erf as _erf
+    from scipy.special import erf as _erf  # optional, undeclared: math.erf below without it
 except Exception:  # pragma: no cover
     _erf_scalar = np.vectorize(math.erf, otypes=[np.float64])
 
