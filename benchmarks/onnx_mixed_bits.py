@@ -3,7 +3,7 @@ docs/PARITY.md): 8-bit MatMulNBits at other block sizes, and 4-bit MatMulNBits o
 8 bits elsewhere. One fp32 export, then each variant quantized, converted to model.ort, run through
 onnxruntime-genai over the held-out text; prints bytes, text top-1 and perplexity change per variant.
 
-Usage: python benchmarks/onnx_mixed_bits.py MODEL_DIR [VARIANTS_JSON]
+Usage: python benchmarks/onnx_mixed_bits.py MODEL_DIR [VARIANTS_JSON]   (default: the 12 layouts in PARITY.md)
 A variant: {"b8": 64} (8-bit block size), plus "int4": ["mlp."] and "layers": [8, 9, ...] to put
 the matching weights of those layers at 4 bits (block 32)."""
 
@@ -25,8 +25,14 @@ from exporter.pipeline import build_reference, copy_tokenizer_files
 from exporter.runtimes import onnx_genai, onnx_graph
 from exporter.verify import measure_text
 
-DEFAULT_VARIANTS = [{"b8": 32}, {"b8": 64}, {"b8": 128},
-                    {"b8": 64, "int4": ["mlp."], "layers": list(range(8, 20))}]
+# Every row of docs/PARITY.md's table, in its order.
+DEFAULT_VARIANTS = [
+    {"b8": 32}, {"b8": 64}, {"b8": 128},
+    *({"b8": 64, "int4": ["mlp."], "layers": list(range(first, first + 12))} for first in (2, 8, 14, 16, 17, 18)),
+    {"b8": 64, "int4": ["gate_proj", "up_proj"], "layers": list(range(6, 24))},
+    {"b8": 64, "int4": ["down_proj"], "layers": list(range(12, 18))},
+    {"b8": 64, "int4": ["mlp."], "layers": list(range(4, 26))},
+]
 
 
 def quantize(base, weights: dict[str, str], variant: dict):

@@ -72,6 +72,10 @@ class Checkpoint:
     def model_type(self) -> str:
         return self.family.model_type
 
+    @property
+    def is_encoder(self) -> bool:
+        return isinstance(self.spec, EncoderSpec)
+
     def digest(self) -> str:
         """sha256 over config, weights and tokenizer files, in a fixed order."""
         h = hashlib.sha256()
@@ -429,7 +433,7 @@ def load_weights(checkpoint: Checkpoint, model: Decoder | Encoder) -> None:
 
 def require_decoder(checkpoint: Checkpoint, command: str) -> None:
     """Refuse an encoder where only a decoder makes sense (generation, its peers, its sensitivity)."""
-    if getattr(checkpoint.spec, "is_encoder", False):
+    if checkpoint.is_encoder:
         raise CheckpointError(f"{checkpoint.path}: {command} works on decoders (chat and completion models); this "
                               f"is an encoder ({checkpoint.model_type}, {checkpoint.spec.task})")
 

@@ -60,7 +60,7 @@ def render_encoder(info: dict[str, Any]) -> str:
 
 def describe(checkpoint: Checkpoint) -> dict[str, Any]:
     spec = checkpoint.spec
-    if getattr(spec, "is_encoder", False):
+    if checkpoint.is_encoder:
         return describe_encoder(checkpoint)
     targets = {}
     for name in target_names():

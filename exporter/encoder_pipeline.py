@@ -25,7 +25,6 @@ from typing import Any
 
 import numpy as np
 
-from .atomic import staging_dir, swap_into_place
 from .bundle import bundle_into_app
 from .checkpoint import Checkpoint, build_model
 from .encoder_verify import (
@@ -46,9 +45,11 @@ from .pipeline import (
     TargetResult,
     copy_tokenizer,
     keep_rejected_report,
+    make_staging,
     manifest_head,
     manifest_tail,
     plan_target,
+    publish,
     set_aside_extras,
     write_json,
 )
@@ -88,19 +89,22 @@ def input_limit(checkpoint: Checkpoint, target: TargetRecipe, requested: int | N
 
 
 def emit_and_verify(module, encoder, recipe: QuantRecipe, max_seq_len: int, meta: dict[str, Any],
-                    reference: EncoderReference, staging: Path) -> tuple[Path, list, EncoderParity, float]:
+                    reference: EncoderReference, staging: Path) -> tuple[Path, list, EncoderParity, float, Any]:
+    """Emit into staging/<format>, set its extras aside, verify; returns the open session too (the
+    golden cases run through it)."""
     fmt = module.FORMAT
     start = time.monotonic()
     with stage(f"emit {fmt} encoder ({recipe.name})"):
         path = module.emit_encoder(copy.deepcopy(encoder), recipe, max_seq_len, meta, staging / fmt)
         extras = set_aside_extras(module, staging / fmt, staging)
     rel = path.relative_to(staging).as_posix()
+    session = module.open_encoder_session(path)
     with stage(f"verify {rel}"):
-        parity = verify_encoder_artifact(module.open_encoder_session(path), reference, recipe.thresholds,
+        parity = verify_encoder_artifact(session, reference, recipe.thresholds,
                                          artifact=rel, fmt=fmt, quantization=recipe.name,
                                          pad_id=encoder.spec.pad_token_id, num_inputs=len(input_names(encoder.spec)))
     log.info("%s (%s): %s, %s", rel, recipe.name, "passed" if parity.passed else "FAILED", figures_line(parity.figures))
-    return path, extras, parity, time.monotonic() - start
+    return path, extras, parity, time.monotonic() - start, session
 
 
 def self_test(reference: EncoderReference, outputs_of_first: list[list]) -> dict[str, Any]:
@@ -155,14 +159,13 @@ def build_encoder_bundle(checkpoint: Checkpoint, target: TargetRecipe, request: 
         module = encoder_runtime(fmt)
         recipe = recipes[0]
         meta = module.encoder_metadata(checkpoint, max_seq_len)
-        path, fmt_extras, parity, seconds = emit_and_verify(module, encoder, recipe, max_seq_len, meta, reference,
-                                                            folder)
+        path, fmt_extras, parity, seconds, session = emit_and_verify(module, encoder, recipe, max_seq_len, meta,
+                                                                     reference, folder)
         extras += fmt_extras
         rel = path.relative_to(folder).as_posix()
         size, digest = artifact_digest(path)
         result.results.append(parity)
         result.sizes[rel] = size
-        session = module.open_encoder_session(path)
         first = [session.run([np.asarray([values], dtype=np.int64) for values in
                               (case.ids, [1] * len(case.ids), case.type_ids)][:len(input_names(spec))])
                  for case in reference.cases[:SELF_TEST_CASES]]
@@ -195,17 +198,11 @@ def build_encoder_bundle(checkpoint: Checkpoint, target: TargetRecipe, request: 
 
 def export_encoder_target(checkpoint: Checkpoint, target: TargetRecipe, request: ExportRequest) -> EncoderTargetResult:
     plans = plan_encoder(checkpoint, target, request)
+    staging = make_staging(request.out_dir, target.name)
     try:
-        staging = staging_dir(request.out_dir, target.name)
-        staging.mkdir()
-    except OSError as e:
-        raise InputError(f"{request.out_dir}: cannot write the output there ({e.strerror})") from None
-    try:
-        result = build_encoder_bundle(checkpoint, target, request, plans, staging,
-                                      rejected_in=request.out_dir)
+        result = build_encoder_bundle(checkpoint, target, request, plans, staging, rejected_in=request.out_dir)
         result.bundle = request.out_dir / target.name
-        swap_into_place(staging, result.bundle)
-        shutil.rmtree(request.out_dir / f"{target.name}.rejected", ignore_errors=True)
+        publish(staging, None, request.out_dir, target.name)  # build_encoder_bundle wrote the manifest
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     if request.bundle and request.app_dir is not None:

@@ -425,11 +425,7 @@ def export_target(checkpoint: Checkpoint, target: TargetRecipe, request: ExportR
 
     decoder, references = build_reference(checkpoint, max_seq_len)
 
-    try:
-        staging = staging_dir(request.out_dir, target.name)
-        staging.mkdir()
-    except OSError as e:
-        raise InputError(f"{request.out_dir}: cannot write the output there ({e.strerror})") from None
+    staging = make_staging(request.out_dir, target.name)
     try:
         result = TargetResult(target.name, request.out_dir / target.name)
         artifacts, extras, searches = [], [], {}
@@ -548,10 +544,21 @@ def manifest_tail(staging: Path, extras: list[dict[str, Any]]) -> dict[str, Any]
             "files": list_files(staging), **({"extras": extras} if extras else {})}
 
 
-def publish(staging: Path, manifest: dict[str, Any], out_dir: Path, target: str) -> None:
-    """Write the manifest (schema-checked), swap the staging folder into OUT/<target>, and drop a
-    report an earlier failed run left."""
-    write_manifest(staging, manifest)
+def make_staging(out_dir: Path, target: str) -> Path:
+    """The staging folder a target's bundle is built in, beside OUT/<target>."""
+    try:
+        staging = staging_dir(out_dir, target)
+        staging.mkdir()
+    except OSError as e:
+        raise InputError(f"{out_dir}: cannot write the output there ({e.strerror})") from None
+    return staging
+
+
+def publish(staging: Path, manifest: dict[str, Any] | None, out_dir: Path, target: str) -> None:
+    """Write the manifest (schema-checked; None: the staging folder has it already), swap the
+    staging folder into OUT/<target>, and drop a report an earlier failed run left."""
+    if manifest is not None:
+        write_manifest(staging, manifest)
     swap_into_place(staging, out_dir / target)
     shutil.rmtree(out_dir / f"{target}.rejected", ignore_errors=True)
 
@@ -567,7 +574,7 @@ def check_size_policy(checkpoint: Checkpoint, target: TargetRecipe) -> None:
 def export(request: ExportRequest) -> list[TargetResult]:
     with stage(f"load {request.model_dir}"):
         checkpoint = load_checkpoint(request.model_dir)
-    encoder = getattr(checkpoint.spec, "is_encoder", False)
+    encoder = checkpoint.is_encoder
     targets = select_targets([load_target(name) for name in request.targets], request, encoder)
     for target in targets:  # before any export work
         check_size_policy(checkpoint, target)
@@ -579,7 +586,7 @@ def export(request: ExportRequest) -> list[TargetResult]:
         return [export_encoder_target(checkpoint, target, request) for target in targets]
     companions = [load_checkpoint(path) for path in request.companions]
     for companion in companions:
-        if not getattr(companion.spec, "is_encoder", False) or companion.spec.task not in COMPANION_ROLES:
+        if not companion.is_encoder or companion.spec.task not in COMPANION_ROLES:
             raise InputError(f"{companion.path}: only an encoder can be bundled beside a decoder")
     if len({COMPANION_ROLES[c.spec.task] for c in companions}) < len(companions):
         raise InputError("two companion encoders serve the same role; bundle one per role")

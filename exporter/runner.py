@@ -38,7 +38,10 @@ def _encoder_task(path: Path, fmt: str | None) -> str | None:
     """The task of an encoder artifact at `path`, read from its own metadata (None: not one)."""
     from .runtimes import encoder_runtime
 
-    for name in [fmt] if fmt else list(REGISTRY):
+    known = fmt or format_of(path)
+    if known is None and path.suffix == ".ort":  # a decoder's ONNX artifact is its GenAI folder, never a .ort file
+        known = "onnx"
+    for name in [known] if known else []:
         try:
             return encoder_runtime(name).read_encoder_metadata(path)["task"]
         except Exception:  # each runtime's own load error: not this format's encoder

@@ -99,7 +99,6 @@ class EncoderSpec:
     tie_word_embeddings: bool = False
     mlp: str = "plain"
     mlp_bias: bool = True
-    is_encoder: bool = True
 
     @property
     def head_dim(self) -> int:

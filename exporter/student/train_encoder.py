@@ -49,6 +49,7 @@ import torch.nn.functional as F
 from ..checkpoint import build_model, load_checkpoint
 from ..models.encoder import MASKED, Encoder, EncoderSpec, Pooling, Projection
 from . import ENCODER_STUDENT_DIR, corpus
+from .train import lr_at
 
 TEACHER = "all-minilm-l6-v2"
 VOCAB_SIZE = 6144
@@ -304,14 +305,6 @@ def save_student(student: Encoder, tokenizer: dict, out: Path, recipe: dict) -> 
     (out / "recipe.json").write_text(json.dumps(recipe, indent=2) + "\n")
 
 
-def lr_at(step: int, config: TrainConfig) -> float:
-    warmup = max(1, int(config.steps * config.warmup_fraction))
-    if step < warmup:
-        return config.lr * (step + 1) / warmup
-    progress = (step - warmup) / max(1, config.steps - warmup)
-    return config.lr * (config.min_lr_ratio + (1 - config.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
-
-
 def train(out: Path, steps_scale: float = 1.0, seed: int = 0, teacher_dir: Path | None = None,
           max_docs: int | None = None, log=print) -> dict:
     started = time.time()
@@ -384,7 +377,7 @@ def train(out: Path, steps_scale: float = 1.0, seed: int = 0, teacher_dir: Path 
         loss = cosine + config.mse_weight * mse + config.hidden_weight * hidden_loss \
             + config.attention_weight * attention_loss
         for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, config)
+            group["lr"] = lr_at(step, config)  # the decoder student's warmup + cosine schedule
         optimizer.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
