@@ -269,3 +269,11 @@ def test_a_decoder_bundle_carries_an_encoder_companion(tmp_path, encoder_checkpo
     model.write_bytes(bytes(data))
     result = runner.invoke(main, ["verify", str(bundle)])
     assert result.exit_code == 1 and "search/onnx/model.ort" in result.output
+
+
+def test_the_apps_encoder_vectors_are_what_the_exporter_computes():
+    from encoder_vectors import FIXTURE_DIRS, fixture_files
+
+    for name, data in fixture_files().items():
+        for folder in FIXTURE_DIRS:
+            assert (folder / name).read_bytes() == data, f"{folder / name} is stale: run python tests/encoder_vectors.py"

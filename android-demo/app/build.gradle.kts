@@ -55,10 +55,17 @@ android {
     }
 
     // src/core: the app's logic that needs no Android API (chat template, stop handling, history
-    // trimming, UTF-8 buffering), plain Kotlin that .ci/run also compiles and tests with kotlinc
+    // trimming, UTF-8 buffering, the encoders' WordPiece tokenizer and ranking), plain Kotlin that .ci/run also compiles and tests with kotlinc
     // where there is no Android SDK; src/coreTest: its tests, against the exporter's vectors.
     sourceSets {
-        getByName("main") { java.srcDirs("src/core/java") }
+        getByName("main") {
+            java.srcDirs("src/core/java")
+            // The encoder screens' passages and QA examples are slm-export's own
+            // (exporter/data/encoder_texts.json, what `slm-export run --task search` ranks): packaged
+            // from there, never copied. The folder's other files are a few KB of the exporter's
+            // prompts, which the app does not read.
+            assets.srcDirs("src/main/assets", "../../exporter/data")
+        }
         getByName("test") {
             java.srcDirs("src/coreTest/java")
             resources.srcDirs("src/coreTest/resources")

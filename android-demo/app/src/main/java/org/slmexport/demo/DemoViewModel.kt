@@ -20,8 +20,11 @@ import org.slmexport.demo.bundle.BundleVerifier
 import org.slmexport.demo.bundle.LocatedBundle
 import org.slmexport.demo.bundle.ManifestException
 import org.slmexport.demo.bundle.PortableTemplateInfo
+import org.slmexport.demo.encoder.EncoderBundles
+import org.slmexport.demo.encoder.EncoderController
 import org.slmexport.demo.core.Affix
 import org.slmexport.demo.core.ChatMessage
+import org.slmexport.demo.core.EncoderTexts
 import org.slmexport.demo.core.HistoryTrimmer
 import org.slmexport.demo.core.PortableTemplate
 import org.slmexport.demo.metrics.TokensPerSecond
@@ -79,14 +82,21 @@ data class UiState(
     val speed: String? = null,
     val runtimeStats: String? = null,
     val error: String? = null,
+    /** The bundle's encoders, one per screen (Search, Classify, Ask). */
+    val encoders: List<EncoderController> = emptyList(),
+    /** The screen shown: MODEL_SCREEN (chat or completion) or an encoder role's key. */
+    val screen: String? = MODEL_SCREEN,
 )
+
+/** The decoder's screen (chat or completion) in [UiState.screen]. */
+const val MODEL_SCREEN = "model"
 
 /**
  * The chat template of a chat bundle, when the app can apply it (manifest chat.portable); null for
  * a base model, whose screen is the completion screen.
  */
 fun chatTemplate(bundle: LocatedBundle?): PortableTemplate? {
-    val portable: PortableTemplateInfo = bundle?.manifest?.chat?.portable ?: return null
+    val portable: PortableTemplateInfo = bundle?.decoder?.chat?.portable ?: return null
     val roles = buildMap {
         portable.roles.system?.let { put("system", Affix(it.prefix, it.suffix)) }
         put("user", Affix(portable.roles.user.prefix, portable.roles.user.suffix))
@@ -98,6 +108,11 @@ fun chatTemplate(bundle: LocatedBundle?): PortableTemplate? {
 class DemoViewModel(application: Application) : AndroidViewModel(application) {
     private val repository = BundleRepository(application)
     private val prefs = application.getSharedPreferences("selftest", Context.MODE_PRIVATE)
+    // The encoder screens' passages and QA examples: exporter/data/encoder_texts.json, packaged
+    // as an asset by build.gradle.kts.
+    private val encoderTexts: EncoderTexts by lazy {
+        EncoderTexts.parse(application.assets.open(EncoderTexts.FILE).use { it.readBytes().toString(Charsets.UTF_8) })
+    }
 
     // The runtimes are not thread-safe: every load/generate/self-test runs on this one thread.
     private val inference = Executors.newSingleThreadExecutor { r -> Thread(r, "slm-inference") }.asCoroutineDispatcher()
@@ -157,16 +172,33 @@ class DemoViewModel(application: Application) : AndroidViewModel(application) {
         }
     }
 
-    /** The verified bundle's runtimes and generation defaults, then the first runtime loaded. */
+    /**
+     * The verified bundle's encoders (the bundle itself, or its companions) on their screens, then
+     * the decoder's runtimes and generation defaults, and its first runtime loaded.
+     */
     private fun finishPreparing(located: LocatedBundle, verifiedFiles: Int) {
-        val runtimes = ArtifactFormat.entries.filter { located.manifest.artifact(it) != null }
+        val encoderBundles = try {
+            EncoderBundles.of(located)
+        } catch (e: ManifestException) {
+            _state.update { it.copy(preparing = null, bundle = located, bundleError = e.message) }
+            return
+        }
+        val encoders = encoderBundles.map { EncoderController(it, encoderTexts, viewModelScope, inference, prefs) }
+        _state.update { it.copy(encoders = encoders, screen = if (located.decoder == null) encoders.firstOrNull()?.bundle?.role?.key else MODEL_SCREEN) }
+        encoders.forEach { it.start() }
+        val decoder = located.decoder
+        if (decoder == null) {
+            _state.update { it.copy(preparing = null, bundle = located, verifiedFiles = verifiedFiles) }
+            return
+        }
+        val runtimes = ArtifactFormat.entries.filter { decoder.artifact(it) != null }
         if (runtimes.isEmpty()) {
             _state.update {
                 it.copy(preparing = null, bundle = located, bundleError = "The bundle has no ExecuTorch or ONNX artifact (target '${located.manifest.target}'). Export it with --target android.")
             }
             return
         }
-        val defaults = located.manifest.chat?.generation
+        val defaults = decoder.chat?.generation
         _state.update {
             it.copy(
                 preparing = null, bundle = located, verifiedFiles = verifiedFiles, runtimes = runtimes,
@@ -188,15 +220,16 @@ class DemoViewModel(application: Application) : AndroidViewModel(application) {
 
     private fun loadRuntime(format: ArtifactFormat) {
         val bundle = _state.value.bundle ?: return
-        val artifact = bundle.manifest.artifact(format) ?: return
+        val decoder = bundle.decoder ?: return
+        val artifact = decoder.artifact(format) ?: return
         viewModelScope.launch {
             _state.update { it.copy(engine = EngineState.Loading, selfTest = SelfTestState.NotRun, output = "", speed = null, runtimeStats = null, error = null) }
             closeEngine()
             try {
                 val loaded = withContext(inference) {
                     val e: LlmEngine = when (format) {
-                        ArtifactFormat.EXECUTORCH -> ExecuTorchEngine(bundle.dir, bundle.manifest, artifact)
-                        ArtifactFormat.ONNX -> GenAiEngine(bundle.dir, bundle.manifest, artifact)
+                        ArtifactFormat.EXECUTORCH -> ExecuTorchEngine(bundle.dir, decoder, artifact)
+                        ArtifactFormat.ONNX -> GenAiEngine(bundle.dir, decoder, artifact)
                     }
                     e.load()
                     e
@@ -214,7 +247,7 @@ class DemoViewModel(application: Application) : AndroidViewModel(application) {
     fun runSelfTest() {
         val e = engine ?: return
         val bundle = _state.value.bundle ?: return
-        val artifact = bundle.manifest.artifact(e.format) ?: return
+        val artifact = bundle.decoder?.artifact(e.format) ?: return
         if (_state.value.generating || _state.value.selfTest == SelfTestState.Running) return
         viewModelScope.launch {
             _state.update { it.copy(selfTest = SelfTestState.Running) }
@@ -227,6 +260,8 @@ class DemoViewModel(application: Application) : AndroidViewModel(application) {
             _state.update { it.copy(selfTest = SelfTestState.Done(report)) }
         }
     }
+
+    fun showScreen(screen: String) = _state.update { it.copy(screen = screen) }
 
     fun setPrompt(text: String) = _state.update { it.copy(prompt = text) }
 
@@ -274,7 +309,7 @@ class DemoViewModel(application: Application) : AndroidViewModel(application) {
                     }
                     val request = GenerationRequest(
                         prompt = template.render(trimmed.messages, addGenerationPrompt = true), maxNewTokens = reply, chat = true,
-                        temperature = s.temperature, topP = s.topP.takeIf { it < 1f }, topK = s.bundle.manifest.chat?.generation?.topK,
+                        temperature = s.temperature, topP = s.topP.takeIf { it < 1f }, topK = s.bundle.decoder?.chat?.generation?.topK,
                     )
                     meter.start()
                     e.generate(request) { piece ->
@@ -339,6 +374,8 @@ class DemoViewModel(application: Application) : AndroidViewModel(application) {
     private fun selfTestKey(bundle: LocatedBundle, format: ArtifactFormat) = "${bundle.manifestSha256}:${format.key}"
 
     private suspend fun closeEngine() {
+        val encoders = _state.value.encoders
+        withContext(inference) { encoders.forEach { it.close() } }
         val e = engine ?: return
         engine = null
         e.stop()
@@ -350,8 +387,10 @@ class DemoViewModel(application: Application) : AndroidViewModel(application) {
         val e = engine
         engine = null
         // viewModelScope is already cancelled here; close on the inference thread directly.
+        val encoders = _state.value.encoders
         inference.executor.execute {
             e?.close()
+            encoders.forEach { it.close() }
         }
         inference.close()
     }

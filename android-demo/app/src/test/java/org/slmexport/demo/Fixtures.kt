@@ -9,4 +9,12 @@ object Fixtures {
     fun manifestJson(): String =
         requireNotNull(Fixtures::class.java.classLoader!!.getResource("manifest.json")) { "manifest.json fixture missing" }
             .readText()
+
+    /**
+     * manifest.json of the built-in encoder student's bundle as `slm-export --target android`
+     * bundles it beside the decoder student (search/manifest.json).
+     */
+    fun encoderManifestJson(): String =
+        requireNotNull(Fixtures::class.java.classLoader!!.getResource("encoder/manifest.json")) { "encoder/manifest.json fixture missing" }
+            .readText()
 }

@@ -16,10 +16,14 @@ enum class BundleSource(val label: String) {
 data class LocatedBundle(
     val dir: File,
     val source: BundleSource,
-    val manifest: Manifest,
+    /** A decoder's manifest (chat, completion; maybe with companion encoders) or an encoder's. */
+    val manifest: BundleManifest,
     /** sha256 of manifest.json: identifies the bundle (a new bundle means a new self-test). */
     val manifestSha256: String,
-)
+) {
+    /** The decoder's manifest; null for an encoder bundle. */
+    val decoder: Manifest? get() = manifest as? Manifest
+}
 
 /**
  * Finds the bundle: first a side-loaded one in getExternalFilesDir(null)/slm (what
@@ -44,7 +48,7 @@ class BundleRepository(private val context: Context) {
             val manifestFile = File(dir, MANIFEST)
             if (manifestFile.isFile) {
                 val bytes = manifestFile.readBytes()
-                return LocatedBundle(dir, BundleSource.SIDELOADED, ManifestParser.parse(bytes), BundleVerifier.sha256Of(bytes))
+                return LocatedBundle(dir, BundleSource.SIDELOADED, ManifestParser.parseAny(bytes), BundleVerifier.sha256Of(bytes))
             }
         }
         val assetManifest = try {
@@ -52,7 +56,7 @@ class BundleRepository(private val context: Context) {
         } catch (e: FileNotFoundException) {
             throw DemoException(noBundleMessage())
         }
-        val manifest = ManifestParser.parse(assetManifest)
+        val manifest = ManifestParser.parseAny(assetManifest)
         val digest = BundleVerifier.sha256Of(assetManifest)
         val installedManifest = File(installedDir, MANIFEST)
         val upToDate = installedManifest.isFile && BundleVerifier.sha256Of(installedManifest.readBytes()) == digest
@@ -61,7 +65,7 @@ class BundleRepository(private val context: Context) {
     }
 
     /** Copies every file the manifest lists, then manifest.json last, into filesDir/slm. */
-    private fun copyAssets(manifest: Manifest, manifestBytes: ByteArray, progress: (String, Long, Long) -> Unit) {
+    private fun copyAssets(manifest: BundleManifest, manifestBytes: ByteArray, progress: (String, Long, Long) -> Unit) {
         val staging = File(context.filesDir, "$SLM.staging")
         staging.deleteRecursively()
         val total = manifest.files.sumOf { it.bytes }

@@ -48,7 +48,7 @@ data class VerifyProgress(val path: String, val doneBytes: Long, val totalBytes:
  */
 class BundleVerifier(private val hasher: (File, (Long) -> Unit) -> String = ::sha256Of) {
 
-    fun verify(root: File, manifest: Manifest, progress: (VerifyProgress) -> Unit = {}): VerificationResult {
+    fun verify(root: File, manifest: BundleManifest, progress: (VerifyProgress) -> Unit = {}): VerificationResult {
         val problems = mutableListOf<BundleProblem>()
         val digests = HashMap<String, String>()
         val total = manifest.files.sumOf { it.bytes }
@@ -82,16 +82,20 @@ class BundleVerifier(private val hasher: (File, (Long) -> Unit) -> String = ::sh
         else if (listed.getValue(manifest.tokenizer.path).sha256 != manifest.tokenizer.sha256) {
             problems += BundleProblem(manifest.tokenizer.path, BundleProblem.Kind.DIGEST_MISMATCH, manifest.tokenizer.sha256, listed.getValue(manifest.tokenizer.path).sha256)
         }
-        for (artifact in manifest.artifacts) {
-            if (artifact.format == "coreml") continue // not for this platform; its files are still checked above
-            val members = artifactMembers(artifact.path, manifest.files)
+        val artifacts = when (manifest) {
+            is Manifest -> manifest.artifacts.map { Triple(it.format, it.path, it.sha256) }
+            is EncoderManifest -> manifest.artifacts.map { Triple(it.format, it.path, it.sha256) }
+        }
+        for ((format, path, sha256) in artifacts) {
+            if (format == "coreml") continue // not for this platform; its files are still checked above
+            val members = artifactMembers(path, manifest.files)
             if (members.isEmpty()) {
-                problems += BundleProblem(artifact.path, BundleProblem.Kind.NOT_LISTED)
+                problems += BundleProblem(path, BundleProblem.Kind.NOT_LISTED)
                 continue
             }
-            val expected = artifactDigest(artifact.path, members.map { it.path to it.sha256 })
-            if (expected != artifact.sha256) {
-                problems += BundleProblem(artifact.path, BundleProblem.Kind.ARTIFACT_DIGEST_MISMATCH, artifact.sha256, expected)
+            val expected = artifactDigest(path, members.map { it.path to it.sha256 })
+            if (expected != sha256) {
+                problems += BundleProblem(path, BundleProblem.Kind.ARTIFACT_DIGEST_MISMATCH, sha256, expected)
             }
         }
         return VerificationResult(problems.distinct(), checked, done)

@@ -14,27 +14,68 @@ import kotlinx.serialization.json.JsonObject
  * required keys have none, so a manifest without them is refused.
  */
 
+/**
+ * What every bundle's manifest.json has: a decoder's ([Manifest]: chat and completion) or an
+ * encoder's ([EncoderManifest]: search, classification, question answering). ManifestParser picks
+ * the type by the `encoder` section, which only an encoder bundle has.
+ */
+sealed interface BundleManifest {
+    val schemaVersion: Int
+    val generator: Generator
+    val target: String
+    val model: ModelInfo
+    val tokenizer: TokenizerInfo
+    val parity: ParityFiles
+    val files: List<BundleFile>
+    val extras: List<ExtraFile>
+
+    /** The artifact formats the bundle holds, in the manifest's order. */
+    val formats: List<String>
+}
+
 @Serializable
 data class Manifest(
-    @SerialName("schema_version") val schemaVersion: Int,
-    @SerialName("generator") val generator: Generator,
-    @SerialName("target") val target: String,
-    @SerialName("model") val model: ModelInfo,
-    @SerialName("tokenizer") val tokenizer: TokenizerInfo,
+    @SerialName("schema_version") override val schemaVersion: Int,
+    @SerialName("generator") override val generator: Generator,
+    @SerialName("target") override val target: String,
+    @SerialName("model") override val model: ModelInfo,
+    @SerialName("tokenizer") override val tokenizer: TokenizerInfo,
     // Only for a chat model: its template, stop ids and generation defaults (docs/MANIFEST.md, Chat).
     @SerialName("chat") val chat: ChatInfo? = null,
     @SerialName("artifacts") val artifacts: List<Artifact>,
-    // Encoders bundled beside the decoder, each a complete encoder bundle in its own folder
-    // (docs/MANIFEST.md, Companions). This version reads the list; its screens do not use them yet.
+    // Encoders bundled beside the decoder, each a complete encoder bundle in its own folder whose
+    // files this manifest also lists (docs/MANIFEST.md, Companions): the Search, Classify and Ask
+    // screens run them.
     @SerialName("companions") val companions: List<Companion> = emptyList(),
-    @SerialName("parity") val parity: ParityFiles,
-    @SerialName("files") val files: List<BundleFile>,
+    @SerialName("parity") override val parity: ParityFiles,
+    @SerialName("files") override val files: List<BundleFile>,
     // Files slm-export keeps in OUT/<target>/extras/ and never bundles (model.onnx, ...): the app
     // neither has nor reads them; declared so that the strict parser accepts the key.
-    @SerialName("extras") val extras: List<ExtraFile> = emptyList(),
-) {
+    @SerialName("extras") override val extras: List<ExtraFile> = emptyList(),
+) : BundleManifest {
     /** The artifact of one format, if the bundle has it. */
     fun artifact(format: ArtifactFormat): Artifact? = artifacts.firstOrNull { it.format == format.key }
+
+    override val formats: List<String> get() = artifacts.map { it.format }
+}
+
+/** An encoder bundle's manifest.json (docs/MANIFEST.md, Encoders). */
+@Serializable
+data class EncoderManifest(
+    @SerialName("schema_version") override val schemaVersion: Int,
+    @SerialName("generator") override val generator: Generator,
+    @SerialName("target") override val target: String,
+    @SerialName("model") override val model: ModelInfo,
+    @SerialName("tokenizer") override val tokenizer: TokenizerInfo,
+    @SerialName("encoder") val encoder: EncoderInfo,
+    @SerialName("artifacts") val artifacts: List<EncoderArtifact>,
+    @SerialName("parity") override val parity: ParityFiles,
+    @SerialName("files") override val files: List<BundleFile>,
+    @SerialName("extras") override val extras: List<ExtraFile> = emptyList(),
+) : BundleManifest {
+    fun artifact(format: ArtifactFormat): EncoderArtifact? = artifacts.firstOrNull { it.format == format.key }
+
+    override val formats: List<String> get() = artifacts.map { it.format }
 }
 
 @Serializable
@@ -244,15 +285,12 @@ data class Companion(
     @SerialName("manifest_sha256") val manifestSha256: String,
 )
 
-/**
- * An encoder bundle's own section (docs/MANIFEST.md, Encoders). This app version runs chat and
- * completion models: ManifestParser reads this section first and refuses an encoder bundle by
- * name. EncoderSelfTestCase (an encoder artifact's golden case) is declared with it so that every
- * key the exporter may write is known here; no screen of this version reads it yet.
- */
+/** An encoder bundle's own section: the task its graph computes, its inputs and outputs. */
 @Serializable
 data class EncoderInfo(
     @SerialName("task") val task: String,
+    // The graph's inputs in order: input_ids, attention_mask and, where the model has segments,
+    // token_type_ids.
     @SerialName("inputs") val inputs: List<String>,
     @SerialName("outputs") val outputs: List<String>,
     @SerialName("labels") val labels: List<String>,
@@ -267,6 +305,40 @@ data class EncoderPooling(
     @SerialName("source") val source: String,
 )
 
+@Serializable
+data class EncoderArtifact(
+    @SerialName("format") val format: String,
+    @SerialName("path") val path: String,
+    @SerialName("quantization") val quantization: String,
+    @SerialName("bytes") val bytes: Long,
+    @SerialName("sha256") val sha256: String,
+    @SerialName("seconds") val seconds: Double? = null,
+    @SerialName("parity") val parity: EncoderParity,
+    @SerialName("self_test") val selfTest: EncoderSelfTest,
+)
+
+/** An encoder artifact's figures against the fp32 reference (the schema leaves the object open). */
+@OptIn(ExperimentalSerializationApi::class)
+@JsonIgnoreUnknownKeys
+@Serializable
+data class EncoderParity(
+    @SerialName("passed") val passed: Boolean,
+    @SerialName("reference") val reference: String,
+    @SerialName("max_abs") val maxAbs: Double,
+    @SerialName("texts") val texts: Int,
+    @SerialName("cosine_min") val cosineMin: Double? = null,
+    @SerialName("cosine_mean") val cosineMean: Double? = null,
+    @SerialName("neighbour_agreement") val neighbourAgreement: Double? = null,
+    @SerialName("label_agreement") val labelAgreement: Double? = null,
+    @SerialName("span_match") val spanMatch: Double? = null,
+)
+
+@Serializable
+data class EncoderSelfTest(
+    @SerialName("rule") val rule: String,
+    @SerialName("cases") val cases: List<EncoderSelfTestCase>,
+)
+
 /** An encoder artifact's golden case: its ids, run alone, give `expected` (one list per output). */
 @Serializable
 data class EncoderSelfTestCase(
@@ -278,10 +350,13 @@ data class EncoderSelfTestCase(
     @SerialName("span") val span: List<Int>? = null,
 )
 
-/** The runtimes this app can run, keyed by the manifest's artifact `format`. */
+/**
+ * The runtimes this app can run, keyed by the manifest's artifact `format`. A decoder's ONNX
+ * artifact runs in ONNX Runtime GenAI, an encoder's in plain ONNX Runtime (its Java API).
+ */
 enum class ArtifactFormat(val key: String, val label: String) {
     EXECUTORCH("executorch", "ExecuTorch (XNNPACK)"),
-    ONNX("onnx", "ONNX Runtime GenAI");
+    ONNX("onnx", "ONNX Runtime");
 
     companion object {
         fun fromKey(key: String): ArtifactFormat? = entries.firstOrNull { it.key == key }

@@ -62,25 +62,33 @@ fun DemoApp(viewModel: DemoViewModel) {
                 when {
                     preparing != null -> PreparingScreen(preparing)
                     state.bundleError != null -> BundleErrorScreen(state.bundleError!!, onRetry = viewModel::prepareBundle)
-                    else -> MainScreen(
-                        state = state,
-                        onRuntime = viewModel::selectRuntime,
-                        onPrompt = viewModel::setPrompt,
-                        onMaxTokens = viewModel::setMaxNewTokens,
-                        onTemperature = viewModel::setTemperature,
-                        onTopP = viewModel::setTopP,
-                        chat = ChatActions(
-                            onDraft = viewModel::setDraft,
-                            onSystem = viewModel::setSystemPrompt,
-                            onSend = viewModel::send,
-                            onNewChat = viewModel::newChat,
-                        ),
-                        onGenerate = viewModel::generate,
-                        onStop = viewModel::stop,
-                        onSelfTest = viewModel::runSelfTest,
-                        onReload = viewModel::prepareBundle,
-                        onDismissError = viewModel::dismissError,
-                    )
+                    else -> {
+                        ScreenTabs(state, onScreen = viewModel::showScreen)
+                        val encoder = state.encoders.firstOrNull { it.bundle.role.key == state.screen }
+                        if (encoder != null) {
+                            EncoderScreen(encoder, state.verifiedFiles)
+                        } else {
+                            MainScreen(
+                                state = state,
+                                onRuntime = viewModel::selectRuntime,
+                                onPrompt = viewModel::setPrompt,
+                                onMaxTokens = viewModel::setMaxNewTokens,
+                                onTemperature = viewModel::setTemperature,
+                                onTopP = viewModel::setTopP,
+                                chat = ChatActions(
+                                    onDraft = viewModel::setDraft,
+                                    onSystem = viewModel::setSystemPrompt,
+                                    onSend = viewModel::send,
+                                    onNewChat = viewModel::newChat,
+                                ),
+                                onGenerate = viewModel::generate,
+                                onStop = viewModel::stop,
+                                onSelfTest = viewModel::runSelfTest,
+                                onReload = viewModel::prepareBundle,
+                                onDismissError = viewModel::dismissError,
+                            )
+                        }
+                    }
                 }
             }
         }
@@ -142,7 +150,7 @@ private fun MainScreen(
     onDismissError: () -> Unit,
 ) {
     val bundle = state.bundle ?: return
-    val manifest = bundle.manifest
+    val manifest = bundle.decoder ?: return
     val ready = state.engine == EngineState.Ready
     val busy = state.generating || state.selfTest == SelfTestState.Running
     Column(

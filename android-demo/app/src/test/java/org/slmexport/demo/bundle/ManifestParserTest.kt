@@ -55,11 +55,39 @@ class ManifestParserTest {
     }
 
     @Test
-    fun refusesAnEncoderBundleByName() {
-        val encoder = "\"encoder\": {\"task\": \"feature-extraction\", \"inputs\": [\"input_ids\", \"attention_mask\"], " +
-            "\"outputs\": [\"embeddings\"], \"labels\": [], \"pad_token_id\": 0}, "
-        val e = expectFailure(text.replaceFirst("\"target\": \"android\"", encoder + "\"target\": \"android\""))
-        assertTrue(e.message, e.message!!.contains("encoder (feature-extraction)"))
+    fun readsAnEncoderBundle() {
+        val m = ManifestParser.parseAny(Fixtures.encoderManifestJson())
+        assertTrue(m is EncoderManifest)
+        val encoder = m as EncoderManifest
+        assertEquals("feature-extraction", encoder.encoder.task)
+        assertEquals(listOf("input_ids", "attention_mask", "token_type_ids"), encoder.encoder.inputs)
+        assertEquals(true, encoder.encoder.pooling?.normalize)
+        val et = encoder.artifact(ArtifactFormat.EXECUTORCH)!!
+        assertTrue(et.selfTest.cases.isNotEmpty())
+        assertEquals(1, et.selfTest.cases[0].expected.size)
+        assertNotNull(et.parity.cosineMin)
+        assertTrue(encoder.tokenizer.selfTest.isNotEmpty())
+        // A decoder's manifest stays a decoder's.
+        assertTrue(ManifestParser.parseAny(text) is Manifest)
+    }
+
+    @Test
+    fun theDecoderScreensRefuseAnEncoderBundleByName() {
+        val e = expectFailure(Fixtures.encoderManifestJson())
+        assertTrue(e.message, e.message!!.contains("holds an encoder"))
+    }
+
+    @Test
+    fun refusesEncoderCasesThatDoNotFitTheirTask() {
+        val encoderText = Fixtures.encoderManifestJson()
+        val wrongOutputs = encoderText.replaceFirst(Regex("\"outputs\": \\[\\s*\"embeddings\"\\s*]"), "\"outputs\": [\"logits\"]")
+        assertTrue(wrongOutputs != encoderText)
+        val e = try {
+            ManifestParser.parseEncoder(wrongOutputs); null
+        } catch (x: ManifestException) {
+            x
+        }
+        assertTrue(e?.message, e?.message?.contains("returns [embeddings]") == true)
     }
 
     @Test

@@ -1,15 +1,21 @@
 package org.slmexport.demo.core
 
 /**
- * A small JSON reader for the tests' fixtures (the core source set has no JSON library): objects
+ * A small JSON reader for the core source set, which has no JSON library (it is compiled with
+ * bare kotlinc in CI): tokenizer.json for the encoder screens, and the tests' fixtures. Objects
  * become Map<String, Any?>, arrays List<Any?>, numbers Double, plus String, Boolean and null.
+ * Malformed text throws IllegalArgumentException or IllegalStateException (callers say which file).
  */
 class MiniJson private constructor(private val text: String) {
     private var i = 0
 
     companion object {
         fun parse(text: String): Any? = MiniJson(text).run {
-            val value = value()
+            val value = try {
+                value()
+            } catch (e: IndexOutOfBoundsException) {
+                throw IllegalArgumentException("the JSON text ends early")
+            }
             space()
             require(i == text.length) { "trailing text at $i" }
             value
