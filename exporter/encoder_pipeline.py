@@ -205,14 +205,10 @@ def export_encoder_target(checkpoint: Checkpoint, target: TargetRecipe, request:
         publish(staging, None, request.out_dir, target.name)  # build_encoder_bundle wrote the manifest
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    if request.bundle and request.app_dir is not None:
+    if request.bundle:
+        # The demo apps open an encoder bundle on its own screen (Search, Classify or Ask).
         with stage(f"bundle {target.name}"):
             result.app = bundle_into_app(result.bundle, target, request.app_dir)
-    elif request.bundle:
-        # The demo apps' screens are for decoders (chat, completion); copying an encoder bundle
-        # over their assets would replace the model they run.
-        log.info("the %s demo app has no encoder screens yet: the bundle stays in %s (pass --app-dir to copy it "
-                 "into an app of your own)", target.name, result.bundle)
     return result
 
 
