@@ -454,6 +454,46 @@ def bench(model_dir, target, formats, quant, max_seq_len, prompt_tokens, new_tok
 
 
 @main.command()
+@click.option("--shapes", default=None, metavar="LIST",
+              help="Comma-separated shapes (default: all: smollm2-135m, smollm2-360m, qwen2.5-0.5b, llama-3.2-1b).")
+@click.option("--targets", default="android,ios", show_default=True, metavar="LIST",
+              help="android (ExecuTorch and ONNX, each beside its peer) and/or ios (Core ML, no peer).")
+@click.option("--cache", "cache_dir", type=click.Path(path_type=Path),
+              help="Where the random checkpoints are kept (default: ~/.cache/slm-export/shapes).")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("dist/sweep"), show_default=True,
+              help="Where sweep.md, sweep.json and sweep.svg are written.")
+@click.option("--work", "work_dir", type=click.Path(path_type=Path),
+              help="Keep the exported artifacts and logs here (default: temporary folders, removed).")
+@click.option("--repeats", default=1, show_default=True, type=click.IntRange(min=1), help="Timed rounds per thread setting.")
+@click.option("--threads", "threads", default="1,all", show_default=True, metavar="LIST",
+              help="Thread counts to time, comma-separated; 'all' is every core this process may use.")
+@click.option("--no-runtime", is_flag=True, help="Export cost and bytes only: no prefill and decode timing.")
+def sweep(shapes, targets, cache_dir, out_dir, work_dir, repeats, threads, no_runtime):
+    """The size sweep: bench on random llamas shaped like SmolLM2-135M, SmolLM2-360M, Qwen2.5-0.5B
+    and Llama-3.2-1B (vocabularies included), ours beside each peer: export wall and CPU time, peak
+    RSS, artifact bytes, prefill and decode speed. Writes a table, JSON and a log-log plot with the
+    fitted exponents."""
+    from .bench.sweep import SweepRequest, default_cache
+
+    request = SweepRequest(
+        shapes=tuple(s.strip() for s in shapes.split(",") if s.strip()) if shapes else SweepRequest().shapes,
+        targets=tuple(t.strip() for t in targets.split(",") if t.strip()), cache_dir=cache_dir or default_cache(),
+        work_dir=work_dir, repeats=repeats, threads=_parse_threads(threads), runtime=not no_runtime)
+    _sweep(request, out_dir)
+
+
+@guarded
+def _sweep(request, out_dir):
+    from .bench.sweep import check, run_sweep, write
+
+    check(request)
+    result = run_sweep(request)
+    md_path, json_path, svg_path = write(result, out_dir)
+    click.echo(md_path.read_text(encoding="utf-8"), nl=False)
+    click.echo(f"wrote {md_path}, {json_path} and {svg_path}", err=True)
+
+
+@main.command()
 @click.option("--model", "model_dir", type=click.Path(path_type=Path),
               help="Checkpoint directory (default: the built-in student).")
 @click.option("--target", "target", default="android", show_default=True, metavar="NAME|FILE",

@@ -1,5 +1,6 @@
-"""Checkpoints for the benchmark: the random SmolLM2-135M-shaped llama of issue #9, and the Meta
-layout that ExecuTorch's export_llama reads."""
+"""Checkpoints for the benchmark: random llamas shaped like the models people ship to phones
+(SmolLM2-135M of issue #9; SmolLM2-360M, Qwen2.5-0.5B and Llama-3.2-1B for the size sweep of
+issue #20), and the Meta layout that ExecuTorch's export_llama reads."""
 
 from __future__ import annotations
 
@@ -13,29 +14,39 @@ from ..errors import InputError
 
 log = logging.getLogger(__name__)
 
-# SmolLM2-135M's shape (HF config field names). Random weights: speed and size are what this
-# checkpoint is for, never accuracy. bos/eos follow the byte-level tokenizers of this project
-# (exporter.tokenizer: <|endoftext|> id 0, <|im_start|> id 1).
-SMOLLM2_135M_SHAPE = {
-    "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 576, "num_hidden_layers": 30,
-    "num_attention_heads": 9, "num_key_value_heads": 3, "head_dim": 64, "intermediate_size": 1536,
-    "vocab_size": 49152, "tie_word_embeddings": True, "max_position_embeddings": 2048, "rope_theta": 100000.0,
-    "rms_norm_eps": 1e-5, "hidden_act": "silu", "attention_bias": False, "mlp_bias": False, "rope_scaling": None,
-    "torch_dtype": "float32", "bos_token_id": 1, "eos_token_id": 0,
+def _llama_shape(hidden: int, layers: int, heads: int, kv_heads: int, intermediate: int, vocab: int,
+                 rope_theta: float) -> dict:
+    return {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": hidden,
+            "num_hidden_layers": layers, "num_attention_heads": heads, "num_key_value_heads": kv_heads,
+            "head_dim": 64, "intermediate_size": intermediate, "vocab_size": vocab, "tie_word_embeddings": True,
+            "max_position_embeddings": 2048, "rope_theta": rope_theta, "rms_norm_eps": 1e-5, "hidden_act": "silu",
+            "attention_bias": False, "mlp_bias": False, "rope_scaling": None, "torch_dtype": "float32",
+            "bos_token_id": 1, "eos_token_id": 0}
+
+
+# The shapes of the models people ship to phones (HF config field names; each model's own
+# config.json): layers, widths, heads, vocabulary and tied embeddings as published, as plain llama
+# checkpoints with random weights, so that every peer takes them (export_llama reads llama only).
+# Speed, size and export cost are what they are for, never accuracy. What differs from the real
+# model: Qwen2.5's q/k/v biases (0.1% of its weights) and Llama 3.2's rope_scaling (a position
+# remap, no weights) are left out; max_position_embeddings is 2048 (the export's cache is the
+# target's anyway). bos/eos follow the byte-level tokenizers of this project (<|endoftext|> id 0,
+# <|im_start|> id 1).
+SHAPES = {
+    "smollm2-135m": _llama_shape(576, 30, 9, 3, 1536, 49152, 100000.0),
+    "smollm2-360m": _llama_shape(960, 32, 15, 5, 2560, 49152, 100000.0),
+    "qwen2.5-0.5b": _llama_shape(896, 24, 14, 2, 4864, 151936, 1000000.0),
+    "llama-3.2-1b": _llama_shape(2048, 16, 32, 8, 8192, 128256, 500000.0),
 }
+SMOLLM2_135M_SHAPE = SHAPES["smollm2-135m"]
 
 
-def make_smollm2_shape(directory: Path, seed: int = 0) -> Path:
-    """Writes a random-weight llama of SmolLM2-135M's shape to `directory` (HF layout, fp32
-    safetensors, tied embeddings) with the built-in student's tokenizer padded to 49152 tokens."""
-    import torch
-    from safetensors.torch import save_file
+def shape_parameters(config: dict) -> int:
+    """Parameters of a SHAPES config (tied embeddings counted once)."""
+    return sum(math.prod(s) for s in _tensor_shapes(config).values())
 
-    from ..student import STUDENT_DIR
 
-    if directory.exists() and any(directory.iterdir()):
-        raise InputError(f"{directory}: not empty; the checkpoint is written into a new or empty folder")
-    config = SMOLLM2_135M_SHAPE
+def _tensor_shapes(config: dict) -> dict[str, tuple[int, ...]]:
     e, f, d = config["hidden_size"], config["intermediate_size"], config["head_dim"]
     q, kv = config["num_attention_heads"] * d, config["num_key_value_heads"] * d
     shapes = {"model.embed_tokens.weight": (config["vocab_size"], e), "model.norm.weight": (e,)}
@@ -46,24 +57,46 @@ def make_smollm2_shape(directory: Path, seed: int = 0) -> Path:
                    p + "mlp.gate_proj.weight": (f, e), p + "mlp.up_proj.weight": (f, e),
                    p + "mlp.down_proj.weight": (e, f),
                    p + "input_layernorm.weight": (e,), p + "post_attention_layernorm.weight": (e,)}
+    return shapes
+
+
+def make_smollm2_shape(directory: Path, seed: int = 0) -> Path:
+    """A random-weight llama of SmolLM2-135M's shape (see make_shape)."""
+    return make_shape(directory, "smollm2-135m", seed)
+
+
+def make_shape(directory: Path, name: str, seed: int = 0) -> Path:
+    """Writes a random-weight llama of the shape SHAPES[name] to `directory` (HF layout, fp32
+    safetensors, tied embeddings) with the built-in student's tokenizer padded to its vocabulary."""
+    import torch
+    from safetensors.torch import save_file
+
+    from ..student import STUDENT_DIR
+
+    if name not in SHAPES:
+        raise InputError(f"unknown shape {name!r} (known: {', '.join(SHAPES)})")
+    if directory.exists() and any(directory.iterdir()):
+        raise InputError(f"{directory}: not empty; the checkpoint is written into a new or empty folder")
+    config = SHAPES[name]
+    shapes = _tensor_shapes(config)
     generator = torch.Generator().manual_seed(seed)
     tensors = {}
-    for name, shape in shapes.items():
+    for tensor_name, shape in shapes.items():
         if len(shape) == 1:
-            tensors[name] = torch.ones(shape)
+            tensors[tensor_name] = torch.ones(shape)
         else:
             # std 0.02 (HF's initializer_range), scaled up as the test checkpoints are so that
             # logits are not flat: x4 for the embedding (also the tied head), x2 elsewhere.
-            std = 0.02 * (4.0 if "embed" in name else 2.0)
-            tensors[name] = torch.randn(shape, generator=generator) * std
+            std = 0.02 * (4.0 if "embed" in tensor_name else 2.0)
+            tensors[tensor_name] = torch.randn(shape, generator=generator) * std
     directory.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(directory / "model.safetensors"), metadata={"format": "pt"})
+    del tensors
     (directory / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-    for name in ("tokenizer.json", "tokenizer_config.json"):
-        shutil.copyfile(STUDENT_DIR / name, directory / name)
+    for file_name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copyfile(STUDENT_DIR / file_name, directory / file_name)
     pad_tokenizer(directory / "tokenizer.json", config["vocab_size"])
-    parameters = sum(math.prod(s) for s in shapes.values())
-    log.info("%s: random SmolLM2-135M-shaped llama, %s parameters", directory, f"{parameters:,}")
+    log.info("%s: random %s-shaped llama, %s parameters", directory, name, f"{shape_parameters(config):,}")
     return directory
 
 

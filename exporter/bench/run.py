@@ -43,6 +43,8 @@ class BenchRequest:
     reuse_peer: bool = False  # keep peer exports in work_dir whose tool, flags and weights match
     bandwidth_bytes: int = 512 << 20
     peer_default: bool = False  # compare with each peer's own 4-bit default instead of the equivalent of ours
+    quality: bool = True  # teacher-forced quality on the held-out text (meaningless on random weights)
+    runtime: bool = True  # prefill and decode speed through the runtimes
 
 
 @dataclass(frozen=True)
@@ -248,12 +250,13 @@ def run_bench(request: BenchRequest) -> dict[str, Any]:
              ", ".join(f"{f} ({r.name})" for f, r in plan.recipes.items()), plan.max_seq_len, work)
     try:
         formats = _export_all(plan, request, work)
-        _measure_quality(checkpoint, plan.max_seq_len, formats)
+        if request.quality:
+            _measure_quality(checkpoint, plan.max_seq_len, formats)
         prompt = make_prompt(checkpoint.tokenizer.tokenizer_json, request.prompt_tokens)
         context = mean_decode_context(len(prompt.ids), request.new_tokens)
         kv_bytes = kv_read_bytes(checkpoint.spec, context)
         subjects = [Subject(fmt, who, Path(entry[who]["artifact"])) for fmt, entry in formats.items()
-                    if fmt in RUNTIME_FORMATS for who in ("ours", "peer") if entry.get(who)]
+                    if request.runtime and fmt in RUNTIME_FORMATS for who in ("ours", "peer") if entry.get(who)]
         bandwidth = {}
         for n in threads if subjects else ():
             with stage(f"memory bandwidth, {n} thread(s)"):
