@@ -104,6 +104,68 @@ final class BundleVerifierTests: XCTestCase {
         XCTAssertNotEqual(a, BundleVerifier.fingerprint(bundle: root, manifestData: manifestData))
     }
 
+    /// A decoder bundle with a companion encoder in search/: the companion's manifest is checked
+    /// against manifest_sha256, its own file list against the files found, and its artifacts.
+    func testVerifiesACompanionEncoder() throws {
+        var manifest = try writeBundle()
+        // The companion: the encoder fixture's manifest with its files replaced by small ones.
+        var companion = try Manifest.decode(Fixtures.data("encoder_manifest"))
+        let inner: [String: String] = [
+            "tokenizer.json": "{\"model\": {\"type\": \"WordPiece\"}}",
+            "tokenizer_config.json": "{}",
+            "executorch/model.pte": "encoder pte",
+            "coreml/model.mlpackage/Manifest.json": "{\"b\": 2}",
+            "coreml/model.mlpackage/Data/weight.bin": "encoder weights",
+            "parity.json": "[]",
+            "parity.html": "<html></html>",
+            "reference.json": "{}",
+        ]
+        var entries: [Manifest.FileEntry] = []
+        for (path, text) in inner {
+            try Fixtures.write(Data(text.utf8), to: "search/\(path)", in: root)
+            entries.append(Manifest.FileEntry(path: path, bytes: Int64(text.utf8.count), sha256: FileDigest.sha256(of: Data(text.utf8))))
+        }
+        companion.files = entries.sorted { $0.path < $1.path }
+        let innerDigests = Dictionary(uniqueKeysWithValues: entries.map { ($0.path, $0.sha256) })
+        companion.tokenizer.sha256 = innerDigests["tokenizer.json"]!
+        companion.tokenizer.configSha256 = innerDigests["tokenizer_config.json"]!
+        for i in companion.artifacts.indices {
+            companion.artifacts[i].sha256 = BundleVerifier.artifactDigest(path: companion.artifacts[i].path, fileDigests: innerDigests)!
+        }
+        let companionData = try JSONEncoder().encode(companion)
+        try Fixtures.write(companionData, to: "search/manifest.json", in: root)
+
+        // The decoder's manifest lists every companion file, and the companion.
+        for (path, text) in inner {
+            manifest.files.append(Manifest.FileEntry(path: "search/\(path)", bytes: Int64(text.utf8.count),
+                                                     sha256: FileDigest.sha256(of: Data(text.utf8))))
+        }
+        manifest.files.append(Manifest.FileEntry(path: "search/manifest.json", bytes: Int64(companionData.count),
+                                                 sha256: FileDigest.sha256(of: companionData)))
+        manifest.companions = [Manifest.Companion(role: "search", path: "search", task: "feature-extraction",
+                                                  manifestSha256: FileDigest.sha256(of: companionData))]
+        XCTAssertEqual(BundleVerifier.verify(bundle: root, manifest: manifest).problems, [])
+
+        // A companion file changed: the decoder's list and the companion's own digests both see it.
+        try Fixtures.write(Data("encoder ptf".utf8), to: "search/executorch/model.pte", in: root)
+        let changed = BundleVerifier.verify(bundle: root, manifest: manifest).problems
+        XCTAssertTrue(changed.contains("search/executorch/model.pte: sha256 differs from the manifest (file changed)"), "\(changed)")
+        XCTAssertTrue(changed.contains("search/executorch/model.pte: sha256 differs from search/manifest.json"), "\(changed)")
+        XCTAssertTrue(changed.contains("search/executorch/model.pte: artifact sha256 differs from the manifest"), "\(changed)")
+        try Fixtures.write(Data("encoder pte".utf8), to: "search/executorch/model.pte", in: root)
+
+        // The companion's manifest is not the one the decoder's manifest names.
+        var wrong = manifest
+        wrong.companions?[0].manifestSha256 = String(repeating: "0", count: 64)
+        XCTAssertEqual(BundleVerifier.checkCompanions(bundle: root, manifest: wrong, fileDigests: [:]),
+                       ["search/manifest.json: sha256 differs from companions/0/manifest_sha256"])
+        // Or not for the stated task.
+        wrong = manifest
+        wrong.companions?[0].task = "question-answering"
+        XCTAssertEqual(BundleVerifier.checkCompanions(bundle: root, manifest: wrong, fileDigests: [:]),
+                       ["search/manifest.json: not an encoder bundle for question-answering"])
+    }
+
     /// A small bundle on disk with a manifest describing it (the fixture's, with its files,
     /// digests and artifacts replaced by the ones written here).
     private func writeBundle() throws -> Manifest {

@@ -54,7 +54,7 @@ final class ManifestTests: XCTestCase {
     /// Every CodingKeys raw value must be the JSON key: encoding what was decoded gives back the
     /// same keys at every level, and decoding that again gives the same value.
     func testCodingKeysAreTheJSONKeys() throws {
-        for name in ["manifest"] {
+        for name in ["manifest", "encoder_manifest"] {
             let original = try Fixtures.data(name)
             let manifest = try Manifest.decode(original)
             let encoded = try JSONEncoder().encode(manifest)
@@ -87,11 +87,13 @@ final class ManifestTests: XCTestCase {
         }
     }
 
-    func testAnEncoderBundleIsRefusedByName() throws {
+    /// An encoder section must be complete: a decoder manifest given only a task is unreadable,
+    /// with the path of what is missing.
+    func testAnIncompleteEncoderSectionIsReportedWithItsPath() throws {
         var json = try XCTUnwrap(String(data: try Fixtures.data("manifest"), encoding: .utf8))
         json = json.replacingOccurrences(of: "\"target\": \"ios\"", with: "\"encoder\": {\"task\": \"question-answering\"}, \"target\": \"ios\"")
         XCTAssertThrowsError(try Manifest.decode(Data(json.utf8))) { error in
-            XCTAssertTrue(error.localizedDescription.contains("encoder (question-answering)"), error.localizedDescription)
+            XCTAssertEqual(error as? ManifestError, .unreadable("missing key encoder/inputs"))
         }
     }
 

@@ -70,6 +70,11 @@ final class AppModel: ObservableObject {
     @Published private(set) var firstTokenSeconds: Double?
     @Published var errorMessage: String?
 
+    // Encoders: the bundle itself when it is an encoder, or its companions (Search, Classify, Ask)
+    @Published private(set) var encoders: [EncoderModel] = []
+    /// Why a companion could not be shown (its bundle verified, but the app cannot use it).
+    @Published private(set) var encoderProblems: [String] = []
+
     // Self-test
     @Published private(set) var selfTests: [RuntimeKind: SelfTestReport] = [:]
     @Published private(set) var previousSelfTest: [RuntimeKind: Bool] = [:]
@@ -81,13 +86,27 @@ final class AppModel: ObservableObject {
     private var engineKey: String?
     private var tokenizer: BundleTokenizer?
     private var stopFlag: StopFlag?
+    /// The Core ML artifacts of the loaded bundle and its companions: their compiled models stay cached.
+    private var coreMLDigests: Set<String> = []
+    /// exporter/data/encoder_texts.json, packaged into the app (project.yml).
+    private lazy var encoderTexts: Result<EncoderTexts, Swift.Error> = Result { try EncoderTexts.load() }
 
+    /// The decoder's runtimes: none for an encoder bundle (its runtimes are its EncoderModel's).
     var availableRuntimes: [RuntimeKind] {
-        guard let manifest else { return [] }
+        guard let manifest, manifest.encoder == nil else { return [] }
         return RuntimeKind.allCases.filter { manifest.artifact(format: $0.manifestFormat) != nil }
     }
 
-    var isBusy: Bool { isGenerating || selfTestRunning != nil }
+    /// Whether the loaded bundle is a decoder (chat or completion): the Generate tab.
+    var hasDecoder: Bool { manifest != nil && manifest?.encoder == nil }
+
+    /// Why the built-in texts could not be read (the Search and Ask screens then start empty).
+    var encoderTextsProblem: String? {
+        if case .failure(let error) = encoderTexts { return Readable.message(for: error) }
+        return nil
+    }
+
+    var isBusy: Bool { isGenerating || selfTestRunning != nil || encoders.contains { $0.isBusy } }
 
     /// The chat template, when this is a chat model whose template the app can apply; nil shows
     /// the completion screen.
@@ -129,6 +148,9 @@ final class AppModel: ObservableObject {
         output = ""
         messages = []
         historyNote = nil
+        encoders = []
+        encoderProblems = []
+        coreMLDigests = []
 
         guard let found = BundleLocator.find() else {
             location = nil
@@ -180,6 +202,7 @@ final class AppModel: ObservableObject {
 
         manifest = loaded.manifest
         manifestDigest = FileDigest.sha256(of: loaded.data)
+        loadEncoders(bundle: found.url, manifest: loaded.manifest, data: loaded.data)
         if !availableRuntimes.contains(runtime), let first = availableRuntimes.first { runtime = first }
         if let defaults = loaded.manifest.chat?.generation {  // the checkpoint's generation_config.json
             if let t = defaults.temperature { temperature = t }
@@ -192,12 +215,53 @@ final class AppModel: ObservableObject {
         }
         phase = .ready
 
-        await runTokenizerSelfTest()
+        if hasDecoder { await runTokenizerSelfTest() }
         // The golden self-test runs once per new bundle; its result is remembered.
         for kind in availableRuntimes where previousSelfTest[kind] == nil {
             await runSelfTest(kind)
         }
+        for encoder in encoders { await encoder.runInitialSelfTests() }
     }
+
+    /// The encoder screens' models: the bundle itself when it is an encoder, else one per companion
+    /// (already verified with the bundle: BundleVerifier.checkCompanions).
+    private func loadEncoders(bundle: URL, manifest: Manifest, data: Data) {
+        var found: [(url: URL, manifest: Manifest, data: Data, companion: String?)] = []
+        if manifest.encoder != nil {
+            found.append((bundle, manifest, data, nil))
+        }
+        for companion in manifest.companions ?? [] {
+            let url = bundle.appendingPathComponent(companion.path, isDirectory: true)
+            do {
+                let inner = try Manifest.load(from: url)
+                found.append((url, inner.manifest, inner.data, companion.path))
+            } catch {
+                encoderProblems.append("\(companion.path)/: \(Readable.message(for: error))")
+            }
+        }
+        coreMLDigests = Set(([manifest] + found.map { $0.manifest }).flatMap { m in
+            m.artifacts.filter { $0.format == RuntimeKind.coreml.manifestFormat }.map(\.sha256)
+        })
+        let texts = try? encoderTexts.get()
+        if let problem = encoderTextsProblem, !found.isEmpty { encoderProblems.append(problem) }
+        var models: [EncoderModel] = []
+        for entry in found {
+            do {
+                let model = try EncoderModel(url: entry.url, manifest: entry.manifest, manifestData: entry.data,
+                                             companionPath: entry.companion, texts: texts, keepCompiled: coreMLDigests)
+                if models.contains(where: { $0.role == model.role }) {
+                    encoderProblems.append("\(entry.companion ?? ".")/: a second \(model.role.title) encoder; only the first is shown")
+                } else {
+                    models.append(model)
+                }
+            } catch {
+                encoderProblems.append("\(entry.companion ?? ".")/: \(Readable.message(for: error))")
+            }
+        }
+        encoders = models
+    }
+
+    func encoder(for role: EncoderRole) -> EncoderModel? { encoders.first { $0.role == role } }
 
     // MARK: Engines
 
@@ -227,7 +291,7 @@ final class AppModel: ObservableObject {
             let tokenizer = try await loadTokenizer()
             let units = computeUnits.units
             loaded = try await CoreMLEngine.load(bundle: bundleURL, manifest: manifest, artifact: artifact,
-                                                 tokenizer: tokenizer, computeUnits: units)
+                                                 tokenizer: tokenizer, computeUnits: units, keepCompiled: coreMLDigests)
         case .executorch:
             let tokenizer = try await loadTokenizer()
             loaded = try await Task.detached(priority: .userInitiated) {
@@ -366,7 +430,8 @@ final class AppModel: ObservableObject {
     // MARK: Self-test
 
     func runTokenizerSelfTest() async {
-        guard let manifest else { return }
+        // An encoder bundle's tokenizer is this app's WordPiece, checked by its EncoderModel.
+        guard let manifest, manifest.encoder == nil else { return }
         let cases = manifest.tokenizer.selfTest ?? []
         guard !cases.isEmpty else {
             tokenizerSelfTest = TokenizerSelfTestReport(cases: [], error: nil)

@@ -3,8 +3,10 @@ import Foundation
 /// `SLMDemo --self-test`: what the app does after loading a new bundle, without the UI, for CI
 /// (.github/workflows/ios-demo.yml launches the built app in a simulator with this argument).
 /// Finds and verifies the bundle, runs the tokenizer check and every runtime's golden cases,
-/// generates a few tokens from a text prompt with each runtime, prints one `SLM_SELF_TEST` line
-/// per result and a final `SLM_SELF_TEST_RESULT: PASS|FAIL`, then exits with 0 or 1.
+/// generates a few tokens from a text prompt with each runtime, does the same for each encoder
+/// (the bundle itself or its companions: WordPiece tokenizer check, golden cases, one search or
+/// classification or answer), prints one `SLM_SELF_TEST` line per result and a final
+/// `SLM_SELF_TEST_RESULT: PASS|FAIL`, then exits with 0 or 1.
 extension AppModel {
     static let headlessArgument = "--self-test"
 
@@ -60,12 +62,51 @@ extension AppModel {
                     failures.append("\(kind.rawValue) generate")
                 }
             }
+            for problem in encoderProblems {
+                say("encoder: FAIL \(problem)")
+                failures.append("encoder")
+            }
+            for encoder in encoders {
+                failures += await headlessEncoderSelfTest(encoder, say: say)
+            }
         }
 
         say("done")
         print("SLM_SELF_TEST_RESULT: \(failures.isEmpty ? "PASS" : "FAIL \(failures.joined(separator: ", "))")")
         fflush(stdout)
         exit(failures.isEmpty ? 0 : 1)
+    }
+
+    /// An encoder's tokenizer check and golden cases per runtime (run at load unless run on this
+    /// bundle before, then again here for the details), and one use of its screen per runtime.
+    private func headlessEncoderSelfTest(_ encoder: EncoderModel, say: (String) -> Void) async -> [String] {
+        var failures: [String] = []
+        let name = "\(encoder.role.manifestName) (\(encoder.companionPath.map { "\($0)/" } ?? "bundle"))"
+        say("\(name): \(encoder.sourceLine)")
+        if encoder.tokenizerSelfTest == nil { encoder.runTokenizerSelfTest() }
+        if let tokenizer = encoder.tokenizerSelfTest {
+            say("\(name) tokenizer (WordPiece): \(tokenizer.headline)")
+            for c in tokenizer.cases where !c.passed {
+                say("  tokenizer case \(c.text.debugDescription): expected \(c.expectedIds), got \(c.gotIds)")
+            }
+            if !tokenizer.passed { failures.append("\(name) tokenizer") }
+        }
+        for kind in encoder.availableRuntimes {
+            if encoder.selfTests[kind] == nil { await encoder.runSelfTest(kind) }
+            guard let report = encoder.selfTests[kind] else {
+                failures.append("\(name) \(kind.rawValue)")
+                continue
+            }
+            say("\(name) \(kind.rawValue) golden: \(report.headline) (\(String(format: "%.1f", report.seconds)) s)")
+            for c in report.cases { say("  \(c.summary)") }
+            if !report.passed { failures.append("\(name) \(kind.rawValue) golden") }
+
+            encoder.runtime = kind
+            let line = await encoder.headlessSmoke()
+            say("\(name) \(kind.rawValue) \(line.text)")
+            if !line.passed { failures.append("\(name) \(kind.rawValue) \(encoder.role.title.lowercased())") }
+        }
+        return failures
     }
 
     /// A short greedy generation from text, through the same path as the Generate button.

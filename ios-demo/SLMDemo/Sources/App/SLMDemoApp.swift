@@ -19,11 +19,21 @@ struct SLMDemoApp: App {
     }
 }
 
+/// Tabs: Generate (a decoder bundle: chat or completion), one per encoder (the bundle itself when
+/// it is an encoder, or its companions: Search, Classify, Ask), Self-test and Bundle.
 struct ContentView: View {
+    @EnvironmentObject private var model: AppModel
+
     var body: some View {
         TabView {
-            GenerateView()
-                .tabItem { Label("Generate", systemImage: "text.cursor") }
+            if model.manifest == nil || model.hasDecoder {
+                GenerateView()
+                    .tabItem { Label("Generate", systemImage: "text.cursor") }
+            }
+            ForEach(model.encoders) { encoder in
+                EncoderScreen(encoder: encoder)
+                    .tabItem { Label(encoder.role.title, systemImage: encoder.role.systemImage) }
+            }
             SelfTestView()
                 .tabItem { Label("Self-test", systemImage: "checkmark.seal") }
             BundleInfoView()

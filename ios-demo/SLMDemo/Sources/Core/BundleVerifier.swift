@@ -2,7 +2,9 @@ import Foundation
 
 /// The on-device half of `slm-export verify`: every file listed in the manifest exists with its
 /// size and sha256, nothing unlisted is present, and every artifact's digest (a folder digest for
-/// the `.mlpackage`) matches.
+/// the `.mlpackage`) matches. A companion encoder (docs/MANIFEST.md, Companions) is checked as the
+/// bundle it is: its manifest.json against `manifest_sha256`, and its own manifest's file and
+/// artifact digests against the files just hashed (the top-level `files` lists them all).
 ///
 /// Why the `.mlpackage` can be checked here at all: Xcode compiles any `.mlpackage` it finds among
 /// a target's resources into an `.mlmodelc`, which would leave nothing to compare with the
@@ -62,7 +64,51 @@ enum BundleVerifier {
         }
 
         problems += crossCheck(manifest: manifest, fileDigests: digests)
+        problems += checkCompanions(bundle: bundle, manifest: manifest, fileDigests: digests)
         return VerificationReport(problems: problems, checkedFiles: manifest.files.count, checkedBytes: total)
+    }
+
+    /// Each companion: its manifest.json has the digest the decoder's manifest gives, decodes as an
+    /// encoder bundle of the stated task, and every file and artifact it lists (relative to its
+    /// folder) has the digest found for that file in this bundle.
+    static func checkCompanions(bundle: URL, manifest: Manifest, fileDigests: [String: String]) -> [String] {
+        var problems: [String] = []
+        for (i, companion) in (manifest.companions ?? []).enumerated() {
+            let folder = companion.path + "/"
+            let manifestPath = folder + Manifest.fileName
+            let manifestURL = bundle.appendingPathComponent(manifestPath)
+            guard let sha = fileDigests[manifestPath] ?? (try? FileDigest.sha256(fileAt: manifestURL)) else {
+                problems.append("\(manifestPath): missing (companion \(companion.role))")
+                continue
+            }
+            guard sha == companion.manifestSha256 else {
+                problems.append("\(manifestPath): sha256 differs from companions/\(i)/manifest_sha256")
+                continue
+            }
+            let inner: Manifest
+            do {
+                inner = try Manifest.load(from: bundle.appendingPathComponent(companion.path)).manifest
+            } catch {
+                problems.append("\(manifestPath): \(Readable.message(for: error))")
+                continue
+            }
+            guard let encoder = inner.encoder, encoder.task == companion.task else {
+                problems.append("\(manifestPath): not an encoder bundle for \(companion.task)")
+                continue
+            }
+            var innerDigests: [String: String] = [:]
+            for entry in inner.files {
+                let path = folder + entry.path
+                guard let found = fileDigests[path] else {
+                    problems.append("\(path): listed by \(manifestPath) but not by the bundle's manifest")
+                    continue
+                }
+                if found != entry.sha256 { problems.append("\(path): sha256 differs from \(manifestPath)") }
+                innerDigests[entry.path] = found
+            }
+            problems += crossCheck(manifest: inner, fileDigests: innerDigests).map { folder + $0 }
+        }
+        return problems
     }
 
     /// Checks that need only the per-file digests: the tokenizer's digests and each artifact's

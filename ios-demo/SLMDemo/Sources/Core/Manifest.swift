@@ -17,7 +17,13 @@ struct Manifest: Codable, Equatable {
     var tokenizer: TokenizerInfo
     /// Only for a chat model (docs/MANIFEST.md, Chat): template, stop ids, generation defaults.
     var chat: ChatInfo?
+    /// Only for an encoder bundle (docs/MANIFEST.md, Encoders): its task, graph inputs and outputs.
+    /// Its artifacts' golden cases are then `selfTest.encoderCases`.
+    var encoder: EncoderInfo?
     var artifacts: [Artifact]
+    /// Encoder bundles carried beside a decoder, each in its own folder (docs/MANIFEST.md,
+    /// Companions); their files are listed in `files` too.
+    var companions: [Companion]?
     var parity: ParityFiles
     var files: [FileEntry]
 
@@ -28,9 +34,66 @@ struct Manifest: Codable, Equatable {
         case model = "model"
         case tokenizer = "tokenizer"
         case chat = "chat"
+        case encoder = "encoder"
         case artifacts = "artifacts"
+        case companions = "companions"
         case parity = "parity"
         case files = "files"
+    }
+
+    /// `encoder`: what an encoder bundle's graph computes and takes.
+    struct EncoderInfo: Codable, Equatable {
+        /// feature-extraction, sequence-classification, token-classification or question-answering.
+        var task: String
+        /// The graph's inputs in order: input_ids, attention_mask[, token_type_ids].
+        var inputs: [String]
+        /// embeddings | logits | start_logits, end_logits.
+        var outputs: [String]
+        /// id2label in id order (classification).
+        var labels: [String]
+        var padTokenId: Int
+        /// Feature extraction only.
+        var pooling: Pooling?
+
+        enum CodingKeys: String, CodingKey {
+            case task = "task"
+            case inputs = "inputs"
+            case outputs = "outputs"
+            case labels = "labels"
+            case padTokenId = "pad_token_id"
+            case pooling = "pooling"
+        }
+    }
+
+    struct Pooling: Codable, Equatable {
+        /// mean, cls or max.
+        var mode: String
+        var normalize: Bool
+        /// sentence-transformers or default.
+        var source: String
+
+        enum CodingKeys: String, CodingKey {
+            case mode = "mode"
+            case normalize = "normalize"
+            case source = "source"
+        }
+    }
+
+    /// One encoder bundle beside a decoder: a complete bundle in the folder `path`.
+    struct Companion: Codable, Equatable {
+        /// The app screen it serves: search, classify or answer.
+        var role: String
+        var path: String
+        var task: String
+        /// sha256 of the companion's manifest.json.
+        var manifestSha256: String
+
+        enum CodingKeys: String, CodingKey {
+            case role = "role"
+            case path = "path"
+            case task = "task"
+            case manifestSha256 = "manifest_sha256"
+        }
     }
 
     struct ChatInfo: Codable, Equatable {
@@ -225,6 +288,8 @@ struct Manifest: Codable, Equatable {
         var sha256: String
         var parity: ArtifactParity
         var selfTest: SelfTestSpec
+        /// Encoder artifacts: export and verification time.
+        var seconds: Double?
         /// Present when `--quant auto` chose this artifact: the candidates tried, smallest first.
         var search: Search?
         /// Present when the artifact missed its quality gate and was shipped anyway
@@ -239,6 +304,7 @@ struct Manifest: Codable, Equatable {
             case sha256 = "sha256"
             case parity = "parity"
             case selfTest = "self_test"
+            case seconds = "seconds"
             case search = "search"
             case qualityLoss = "quality_loss"
         }
@@ -276,15 +342,71 @@ struct Manifest: Codable, Equatable {
         }
     }
 
-    /// Golden vectors: greedy generation from `promptIds` must reproduce the first `mustMatch`
-    /// ids of `expectedIds`.
+    /// Golden vectors. A decoder's (`cases`): greedy generation from `promptIds` must reproduce
+    /// the first `mustMatch` ids of `expectedIds`. An encoder's (`encoderCases`): each case's ids,
+    /// run alone, must give its expected outputs (docs/MANIFEST.md, Encoders).
+    ///
+    /// Both shapes live under the same JSON key `cases`; which one an artifact has is decided by
+    /// the manifest's `encoder` section, as in the schema (`if encoder then encoderArtifact`):
+    /// `Manifest.decode` tells the decoder through `userInfo[.encoderBundle]`.
     struct SelfTestSpec: Codable, Equatable {
         var rule: String
+        /// A decoder's golden cases (empty in an encoder bundle).
         var cases: [SelfTestCase]
+        /// An encoder's golden cases (empty in a decoder bundle).
+        var encoderCases: [EncoderSelfTestCase]
 
         enum CodingKeys: String, CodingKey {
             case rule = "rule"
             case cases = "cases"
+        }
+
+        init(rule: String, cases: [SelfTestCase] = [], encoderCases: [EncoderSelfTestCase] = []) {
+            self.rule = rule
+            self.cases = cases
+            self.encoderCases = encoderCases
+        }
+
+        init(from decoder: Decoder) throws {
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            rule = try c.decode(String.self, forKey: .rule)
+            if decoder.userInfo[.encoderBundle] as? Bool == true {
+                encoderCases = try c.decode([EncoderSelfTestCase].self, forKey: .cases)
+                cases = []
+            } else {
+                cases = try c.decode([SelfTestCase].self, forKey: .cases)
+                encoderCases = []
+            }
+        }
+
+        func encode(to encoder: Encoder) throws {
+            var c = encoder.container(keyedBy: CodingKeys.self)
+            try c.encode(rule, forKey: .rule)
+            if encoderCases.isEmpty {
+                try c.encode(cases, forKey: .cases)
+            } else {
+                try c.encode(encoderCases, forKey: .cases)
+            }
+        }
+    }
+
+    /// An encoder artifact's golden case: `inputIds` (with an all-ones attention mask and
+    /// `tokenTypeIds`), run alone, give `expected`: one flattened list per output, in
+    /// `encoder.outputs` order, as this artifact computed them on the host.
+    struct EncoderSelfTestCase: Codable, Equatable {
+        var name: String
+        var inputIds: [Int]
+        var tokenTypeIds: [Int]
+        var expected: [[Double]]
+        /// Question answering: the answer's first and last token.
+        var span: [Int]?
+
+        enum CodingKeys: String, CodingKey {
+            case name = "name"
+            case inputIds = "input_ids"
+            case tokenTypeIds = "token_type_ids"
+            case expected = "expected"
+            case span = "span"
         }
     }
 
@@ -302,17 +424,26 @@ struct Manifest: Codable, Equatable {
         }
     }
 
-    /// The parity summary of one artifact (the full data is in parity.json).
+    /// The parity summary of one artifact (the full data is in parity.json). A decoder's always has
+    /// top1, kl_mean and greedy_prefix_min (`problems()` checks); an encoder's has max_abs, texts
+    /// and its task's figures (cosine_min, cosine_mean, neighbour_agreement; label_agreement,
+    /// labels_compared; span_match).
     struct ArtifactParity: Codable, Equatable {
         var passed: Bool
         var reference: String
-        var top1: Double
+        var top1: Double?
         var top5Overlap: Double?
-        var klMean: Double
+        var klMean: Double?
         var klMax: Double?
         var cosineMin: Double?
+        var cosineMean: Double?
+        var neighbourAgreement: Double?
+        var labelAgreement: Double?
+        var labelsCompared: Int?
+        var spanMatch: Double?
+        var texts: Int?
         var maxAbs: Double?
-        var greedyPrefixMin: Double
+        var greedyPrefixMin: Double?
         var ties: Int?
         var steps: Int?
         var failures: [String]?
@@ -328,6 +459,12 @@ struct Manifest: Codable, Equatable {
             case klMean = "kl_mean"
             case klMax = "kl_max"
             case cosineMin = "cosine_min"
+            case cosineMean = "cosine_mean"
+            case neighbourAgreement = "neighbour_agreement"
+            case labelAgreement = "label_agreement"
+            case labelsCompared = "labels_compared"
+            case spanMatch = "span_match"
+            case texts = "texts"
             case maxAbs = "max_abs"
             case greedyPrefixMin = "greedy_prefix_min"
             case ties = "ties"
@@ -385,26 +522,22 @@ extension Manifest {
     static let fileName = "manifest.json"
     static let supportedSchemaVersion = 1
 
-    /// An encoder bundle's own section (docs/MANIFEST.md, Encoders): read first, so that an
-    /// encoder bundle is refused by name instead of failing on the decoder-only keys.
-    struct EncoderProbe: Decodable {
-        struct Encoder: Decodable {
-            var task: String
-            enum CodingKeys: String, CodingKey { case task = "task" }
-        }
-        var encoder: Encoder?
-        enum CodingKeys: String, CodingKey { case encoder = "encoder" }
+    /// Whether the JSON has an `encoder` section: it decides the shape of the artifacts' golden
+    /// cases (the schema's `if encoder then encoderArtifact else decoderArtifact`).
+    static func hasEncoderSection(_ data: Data) -> Bool {
+        guard let object = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any],
+              let section = object["encoder"] else { return false }
+        return !(section is NSNull)
     }
 
-    /// Decodes and checks a manifest. Throws `ManifestError` with a readable message.
+    /// Decodes and checks a manifest (a decoder's or an encoder's). Throws `ManifestError` with a
+    /// readable message.
     static func decode(_ data: Data) throws -> Manifest {
-        if let task = (try? JSONDecoder().decode(EncoderProbe.self, from: data))?.encoder?.task {
-            throw ManifestError.invalid(["this bundle holds an encoder (\(task)); this app version runs chat and "
-                + "completion models only"])
-        }
         let manifest: Manifest
         do {
-            manifest = try JSONDecoder().decode(Manifest.self, from: data)
+            let decoder = JSONDecoder()
+            decoder.userInfo[.encoderBundle] = hasEncoderSection(data)
+            manifest = try decoder.decode(Manifest.self, from: data)
         } catch let DecodingError.keyNotFound(key, context) {
             let at = (context.codingPath.map(\.stringValue) + [key.stringValue]).joined(separator: "/")
             throw ManifestError.unreadable("missing key \(at)")
@@ -461,6 +594,8 @@ extension Manifest {
             out.append("tokenizer/self_test/\(i)/ids has a negative id")
         }
 
+        if let encoder { out += encoderProblems(encoder) }
+
         if artifacts.isEmpty { out.append("artifacts is empty") }
         for (i, a) in artifacts.enumerated() {
             let at = "artifacts/\(i)"
@@ -470,6 +605,14 @@ extension Manifest {
             if a.bytes < 1 { out.append("\(at)/bytes must be at least 1") }
             if !a.parity.passed && a.qualityLoss == nil {
                 out.append("\(at)/parity/passed is false without quality_loss")
+            }
+            if let encoder {
+                out += encoderCaseProblems(a.selfTest.encoderCases, encoder: encoder, at: "\(at)/self_test/cases")
+                continue
+            }
+            for (key, value) in [("top1", a.parity.top1), ("kl_mean", a.parity.klMean),
+                                 ("greedy_prefix_min", a.parity.greedyPrefixMin)] where value == nil {
+                out.append("\(at)/parity/\(key) is missing")
             }
             for (j, c) in a.selfTest.cases.enumerated() {
                 let cat = "\(at)/self_test/cases/\(j)"
@@ -482,6 +625,23 @@ extension Manifest {
         checkPath(parity.results, "parity/results")
         checkPath(parity.report, "parity/report")
         checkPath(parity.reference, "parity/reference")
+        if encoder != nil && chat != nil { out.append("an encoder bundle has no chat section") }
+        if let companions {
+            if companions.isEmpty { out.append("companions is empty") }
+            for (i, c) in companions.enumerated() {
+                let at = "companions/\(i)"
+                checkPath(c.path, "\(at)/path")
+                checkSha(c.manifestSha256, "\(at)/manifest_sha256")
+                if let task = EncoderTask(manifestName: c.task) {
+                    if task.role.manifestName != c.role {
+                        out.append("\(at): role \(c.role) does not serve task \(c.task) (expected \(task.role.manifestName))")
+                    }
+                } else {
+                    out.append("\(at)/task \(c.task) is unknown")
+                }
+                if companions.prefix(i).contains(where: { $0.path == c.path }) { out.append("\(at)/path \(c.path) is listed twice") }
+            }
+        }
         for (i, f) in files.enumerated() {
             checkPath(f.path, "files/\(i)/path")
             checkSha(f.sha256, "files/\(i)/sha256")
@@ -504,6 +664,52 @@ extension Manifest {
 
     func artifact(format: String) -> Artifact? { artifacts.first { $0.format == format } }
 
+    /// The checks of the `encoder` section: a task this app knows, the graph inputs in the
+    /// exporter's order, and the outputs that task has.
+    private func encoderProblems(_ encoder: EncoderInfo) -> [String] {
+        var out: [String] = []
+        guard let task = EncoderTask(manifestName: encoder.task) else {
+            return ["encoder/task \(encoder.task) is unknown"]
+        }
+        if !EncoderInputs.knownOrders.contains(encoder.inputs) {
+            out.append("encoder/inputs \(encoder.inputs) are not input_ids, attention_mask[, token_type_ids]")
+        }
+        if encoder.outputs != task.outputs {
+            out.append("encoder/outputs \(encoder.outputs) are not \(task.outputs) (the outputs of \(encoder.task))")
+        }
+        if task.hasLabels && encoder.labels.isEmpty { out.append("encoder/labels is empty for \(encoder.task)") }
+        if encoder.padTokenId < 0 { out.append("encoder/pad_token_id is negative") }
+        return out
+    }
+
+    private func encoderCaseProblems(_ cases: [EncoderSelfTestCase], encoder: EncoderInfo, at: String) -> [String] {
+        var out: [String] = []
+        for (j, c) in cases.enumerated() {
+            let cat = "\(at)/\(j)"
+            if c.inputIds.isEmpty { out.append("\(cat)/input_ids is empty") }
+            if c.inputIds.contains(where: { $0 < 0 }) { out.append("\(cat)/input_ids has a negative id") }
+            if c.tokenTypeIds.count != c.inputIds.count {
+                out.append("\(cat)/token_type_ids has \(c.tokenTypeIds.count) ids for \(c.inputIds.count) tokens")
+            }
+            if c.expected.count != encoder.outputs.count {
+                out.append("\(cat)/expected has \(c.expected.count) outputs; the encoder has \(encoder.outputs.count)")
+            }
+            if let span = c.span, span.count != 2 || span[0] > span[1] || span[1] >= c.inputIds.count {
+                out.append("\(cat)/span \(span) is not a first and last token")
+            }
+        }
+        return out
+    }
+
     /// Whether prompts are encoded with tokenizer.json's post-processor (default: yes).
     var addsSpecialTokens: Bool { tokenizer.addSpecialTokens ?? true }
+
+    /// The encoder's task, for an encoder bundle (nil for a decoder, or a task this app does not know).
+    var encoderTask: EncoderTask? { encoder.flatMap { EncoderTask(manifestName: $0.task) } }
+}
+
+extension CodingUserInfoKey {
+    /// Set by `Manifest.decode`: whether the manifest being decoded has an `encoder` section, so its
+    /// artifacts' golden cases are an encoder's.
+    static let encoderBundle = CodingUserInfoKey(rawValue: "org.slmexport.demo.encoderBundle")!
 }

@@ -31,9 +31,10 @@ final class CoreMLEngine: TextEngine, @unchecked Sendable {
 
     /// Compiles (once per artifact digest) and loads the verified `.mlpackage`.
     static func load(bundle: URL, manifest: Manifest, artifact: Manifest.Artifact, tokenizer: BundleTokenizer,
-                     computeUnits: MLComputeUnits) async throws -> CoreMLEngine {
+                     computeUnits: MLComputeUnits, keepCompiled: Set<String> = []) async throws -> CoreMLEngine {
         let package = bundle.appendingPathComponent(artifact.path)
-        let compiled = try await CoreMLCompiler.compiledModel(packageURL: package, sha256: artifact.sha256)
+        let compiled = try await CoreMLCompiler.compiledModel(packageURL: package, sha256: artifact.sha256,
+                                                              keep: keepCompiled)
         let configuration = MLModelConfiguration()
         configuration.computeUnits = computeUnits
         let model = try MLModel(contentsOf: compiled, configuration: configuration)
@@ -161,9 +162,10 @@ enum CoreMLEngineError: LocalizedError {
 /// Why the bundle carries the `.mlpackage` and not an `.mlmodelc`: the manifest's sha256 covers
 /// the package's files, so the app can verify exactly what the exporter verified, and only then
 /// compile it on the device. Compiling takes a few seconds once per artifact; the result is kept
-/// in Application Support under the artifact's sha256 (older ones are removed).
+/// in Application Support under the artifact's sha256. Older ones are removed, except those in
+/// `keep`: the other Core ML artifacts of the loaded bundle (a decoder and its companion encoders).
 enum CoreMLCompiler {
-    static func compiledModel(packageURL: URL, sha256: String) async throws -> URL {
+    static func compiledModel(packageURL: URL, sha256: String, keep: Set<String> = []) async throws -> URL {
         let fm = FileManager.default
         let support = try fm.url(for: .applicationSupportDirectory, in: .userDomainMask, appropriateFor: nil, create: true)
         let folder = support.appendingPathComponent("CompiledModels", isDirectory: true)
@@ -172,7 +174,9 @@ enum CoreMLCompiler {
         if fm.fileExists(atPath: destination.path) { return destination }
 
         let compiled = try await MLModel.compileModel(at: packageURL)
-        for old in (try? fm.contentsOfDirectory(at: folder, includingPropertiesForKeys: nil)) ?? [] {
+        let kept = Set(keep.map { "\($0).mlmodelc" })
+        for old in (try? fm.contentsOfDirectory(at: folder, includingPropertiesForKeys: nil)) ?? []
+        where !kept.contains(old.lastPathComponent) {
             try? fm.removeItem(at: old)
         }
         do {

@@ -59,9 +59,7 @@ struct BundleInfoView: View {
                                     + ByteCountFormatter.string(fromByteCount: artifact.bytes, countStyle: .file))
                                     .font(.headline)
                                 Text(artifact.path).font(.caption.monospaced())
-                                Text(String(format: "parity vs %@: top-1 %.4f, KL %.2g, greedy prefix %.2f",
-                                            artifact.parity.reference, artifact.parity.top1,
-                                            artifact.parity.klMean, artifact.parity.greedyPrefixMin))
+                                Text(BundleInfoView.paritySummary(artifact.parity))
                                     .font(.caption)
                                     .foregroundStyle(.secondary)
                                 if let textTop1 = artifact.parity.textTop1 {
@@ -85,6 +83,50 @@ struct BundleInfoView: View {
                         }
                     }
 
+                    if let encoder = manifest.encoder {
+                        Section("Encoder") {
+                            Row("Task", encoder.task)
+                            Row("Inputs", encoder.inputs.joined(separator: ", "))
+                            Row("Outputs", encoder.outputs.joined(separator: ", "))
+                            if !encoder.labels.isEmpty { Row("Labels", encoder.labels.joined(separator: ", ")) }
+                            if let pooling = encoder.pooling {
+                                Row("Pooling", "\(pooling.mode)\(pooling.normalize ? ", normalized" : "") (\(pooling.source))")
+                            }
+                            Row("Input limit", "\(manifest.model.maxSeqLen) tokens")
+                        }
+                    }
+
+                    if let companions = manifest.companions, !companions.isEmpty {
+                        Section("Companions") {
+                            ForEach(companions, id: \.path) { companion in
+                                VStack(alignment: .leading, spacing: 2) {
+                                    Text("\(companion.path)/ · \(companion.role) · \(companion.task)").font(.headline)
+                                    if let loaded = model.encoders.first(where: { $0.companionPath == companion.path }) {
+                                        Text("\(loaded.manifest.model.name): "
+                                            + loaded.manifest.artifacts.map { "\($0.format) (\($0.quantization))" }.joined(separator: ", "))
+                                            .font(.caption)
+                                        ForEach(loaded.manifest.artifacts, id: \.path) { artifact in
+                                            Text("\(artifact.path): " + BundleInfoView.paritySummary(artifact.parity))
+                                                .font(.caption2)
+                                                .foregroundStyle(.secondary)
+                                        }
+                                    }
+                                    Text("manifest sha256 \(companion.manifestSha256.prefix(16))…, verified with the bundle")
+                                        .font(.caption2.monospaced())
+                                        .foregroundStyle(.secondary)
+                                }
+                            }
+                        }
+                    }
+
+                    if !model.encoderProblems.isEmpty {
+                        Section("Encoders not shown") {
+                            ForEach(model.encoderProblems, id: \.self) { problem in
+                                Text(problem).font(.caption).foregroundStyle(.red)
+                            }
+                        }
+                    }
+
                     Section("Tools") {
                         ForEach(manifest.generator.tools.keys.sorted(), id: \.self) { name in
                             Row(name, manifest.generator.tools[name] ?? "")
@@ -100,6 +142,24 @@ struct BundleInfoView: View {
             }
             .navigationTitle("Bundle")
         }
+    }
+}
+
+extension BundleInfoView {
+    /// One line of an artifact's parity figures: a decoder's (top-1, KL, greedy prefix) or an
+    /// encoder's (cosine, neighbours, labels or spans).
+    static func paritySummary(_ p: Manifest.ArtifactParity) -> String {
+        var parts: [String] = []
+        if let top1 = p.top1 { parts.append(String(format: "top-1 %.4f", top1)) }
+        if let kl = p.klMean { parts.append(String(format: "KL %.2g", kl)) }
+        if let greedy = p.greedyPrefixMin { parts.append(String(format: "greedy prefix %.2f", greedy)) }
+        if let cosine = p.cosineMin { parts.append(String(format: "cosine min %.6f", cosine)) }
+        if let agreement = p.neighbourAgreement { parts.append(String(format: "nearest neighbour %.3f", agreement)) }
+        if let labels = p.labelAgreement { parts.append(String(format: "label agreement %.3f", labels)) }
+        if let spans = p.spanMatch { parts.append(String(format: "span match %.3f", spans)) }
+        if let maxAbs = p.maxAbs, p.top1 == nil { parts.append(String(format: "max abs %.2g", maxAbs)) }
+        if let texts = p.texts { parts.append("\(texts) texts") }
+        return "parity vs \(p.reference): " + parts.joined(separator: ", ")
     }
 }
 
