@@ -454,6 +454,56 @@ def bench(model_dir, target, formats, quant, max_seq_len, prompt_tokens, new_tok
 
 
 @main.command()
+@click.argument("plan_file", type=click.Path(path_type=Path))
+@click.option("--no-check-models", is_flag=True, help="Do not require each model folder here (the jobs fetch them).")
+@click.option("--commands", is_flag=True, help="Print each job's slm-export command instead of the matrix JSON.")
+def plan(plan_file, no_check_models, commands):
+    """Plan a CI matrix: one export per model x target x recipe of PLAN_FILE (TOML; see
+    docs/CI.md), every target and recipe checked here. Prints the GitHub Actions matrix as JSON
+    (what .github/workflows/export-matrix.yml reads)."""
+    _plan(plan_file, not no_check_models, commands)
+
+
+@guarded
+def _plan(plan_file, check_models, commands):
+    import shlex
+
+    from .matrix import load_plan, matrix
+
+    jobs = load_plan(plan_file, check_models=check_models)
+    if commands:
+        for job in jobs:
+            click.echo(f"{job.id}: {shlex.join(job.command())}")
+    else:
+        click.echo(json.dumps(matrix(jobs), separators=(",", ":")))
+    click.echo(f"{len(jobs)} jobs planned from {plan_file}", err=True)
+
+
+@main.command()
+@click.argument("folders", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--out", "out_file", type=click.Path(path_type=Path), help="Also write the table (Markdown) here.")
+@click.option("--json", "json_file", type=click.Path(path_type=Path), help="Also write the rows as JSON here.")
+def merge(folders, out_file, json_file):
+    """Merge the export matrix's reports: FOLDERS are the jobs' uploads (a bundle, or a rejected
+    report, each with its job.json); prints one table of every artifact's parity figures."""
+    _merge(list(folders), out_file, json_file)
+
+
+@guarded
+def _merge(folders, out_file, json_file):
+    from .matrix import merge as merge_rows
+    from .matrix import merged_markdown
+
+    rows = merge_rows(folders)
+    text = merged_markdown(rows)
+    click.echo(text, nl=False)
+    if out_file is not None:
+        out_file.write_text(text, encoding="utf-8")
+    if json_file is not None:
+        json_file.write_text(json.dumps(rows, indent=1) + "\n", encoding="utf-8")
+
+
+@main.command()
 @click.option("--shapes", default=None, metavar="LIST",
               help="Comma-separated shapes (default: all: smollm2-135m, smollm2-360m, qwen2.5-0.5b, llama-3.2-1b).")
 @click.option("--targets", default="android,ios", show_default=True, metavar="LIST",
