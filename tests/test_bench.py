@@ -330,3 +330,32 @@ def test_the_kept_real_model_result_has_quality_rows_and_its_plot(fmt, peer_flag
     assert kept["formats"][fmt]["peer_tool"]["flags"][:2] == peer_flags
     page = report.tradeoff_html(kept)
     assert page.count("<circle") == 2 and f"{peer} {' '.join(peer_flags)}" in page
+
+
+def test_the_sweep_shapes_have_the_published_models_parameter_counts():
+    from exporter.bench.checkpoints import SHAPES, shape_parameters
+
+    # Parameter counts the models' cards and config-derived counts give (tied embeddings once;
+    # Qwen2.5's 0.1% of q/k/v biases left out).
+    published = {"smollm2-135m": 134.5e6, "smollm2-360m": 361.8e6, "qwen2.5-0.5b": 494.0e6, "llama-3.2-1b": 1235.8e6}
+    for name, count in published.items():
+        assert abs(shape_parameters(SHAPES[name]) - count) / count < 0.001, name
+    assert SHAPES["qwen2.5-0.5b"]["vocab_size"] == 151936 and SHAPES["llama-3.2-1b"]["vocab_size"] == 128256
+
+
+def test_the_sweep_fits_the_exponent_and_plots_every_tool():
+    from exporter.bench.sweep import fit_exponent, fits, markdown, svg
+
+    xs = [1.35e8, 3.6e8, 4.9e8, 1.24e9]
+    assert abs(fit_exponent(xs, [3.0 * x ** 1.5 for x in xs]) - 1.5) < 1e-9
+    assert fit_exponent([5.0, 5.0], [1.0, 2.0]) is None
+    points = [{"shape": f"s{i}", "parameters": x, "format": fmt, "side": side, "tool": tool, "recipe": "r",
+               "export_wall_s": (2.0 if side == "peer" else 1.0) * x / 1e7, "export_cpu_s": x / 1e7,
+               "peak_rss_mb": 500 + x / 1e6, "artifact_bytes": x / 2}
+              for i, x in enumerate(xs) for fmt, side, tool in (("onnx", "ours", "slm-export"), ("onnx", "peer", "builder"))]
+    result = {"shapes": {f"s{i}": {} for i in range(4)}, "points": points, "fits": fits(points)}
+    assert all(abs(f["wall_exponent"] - 1.0) < 1e-9 for f in result["fits"])
+    table = markdown(result)
+    assert "| s0 | onnx | 0.50 |" in table  # ours / peer export wall
+    plot = svg(result)
+    assert plot.count("<polyline") == 4 and "k = 1.00" in plot
