@@ -511,7 +511,8 @@ def _merge(folders, out_file, json_file):
 @click.option("--cache", "cache_dir", type=click.Path(path_type=Path),
               help="Where the random checkpoints are kept (default: ~/.cache/slm-export/shapes).")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("dist/sweep"), show_default=True,
-              help="Where sweep.md, sweep.json and sweep.svg are written.")
+              help="Where sweep.md, sweep.json and sweep.svg are written (after every shape; the shapes a run does "
+                   "not measure keep their earlier figures there).")
 @click.option("--work", "work_dir", type=click.Path(path_type=Path),
               help="Keep the exported artifacts and logs here (default: temporary folders, removed).")
 @click.option("--repeats", default=1, show_default=True, type=click.IntRange(min=1), help="Timed rounds per thread setting.")
@@ -537,7 +538,7 @@ def _sweep(request, out_dir):
     from .bench.sweep import check, run_sweep, write
 
     check(request)
-    result = run_sweep(request)
+    result = run_sweep(request, out_dir)
     md_path, json_path, svg_path = write(result, out_dir)
     click.echo(md_path.read_text(encoding="utf-8"), nl=False)
     click.echo(f"wrote {md_path}, {json_path} and {svg_path}", err=True)

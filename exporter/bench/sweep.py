@@ -69,27 +69,52 @@ def checkpoint_for(shape: str, cache_dir: Path) -> Path:
     return folder
 
 
-def run_sweep(request: SweepRequest) -> dict[str, Any]:
+def run_sweep(request: SweepRequest, out_dir: Path | None = None) -> dict[str, Any]:
+    """Runs the sweep. With `out_dir`, the result is written after every shape (a long sweep
+    stopped midway keeps what it measured), and the points of shapes this run does not measure
+    are kept from the sweep.json already there, so sizes can be measured in separate runs."""
     from .run import BenchRequest, run_bench
 
     check(request)
-    points: list[dict[str, Any]] = []
-    runs = []
+    earlier = _earlier(out_dir, request.shapes)
+    points: list[dict[str, Any]] = [p for p in earlier.get("points", [])]
+    runs = [r for r in earlier.get("runs", [])]
+    result: dict[str, Any] = {}
     for shape in request.shapes:
         model = checkpoint_for(shape, request.cache_dir)
         for target in request.targets:
             work = request.work_dir / shape / target if request.work_dir else None
             with stage(f"sweep {shape}, target {target}"):
-                result = run_bench(BenchRequest(
+                bench = run_bench(BenchRequest(
                     model_dir=model, target=target, formats=TARGET_FORMATS[target], repeats=request.repeats,
                     threads=request.threads, work_dir=work, quality=False, runtime=request.runtime,
                     prompt_tokens=request.prompt_tokens, new_tokens=request.new_tokens))
-            runs.append({"shape": shape, "target": target, "bench": result})
-            points += sweep_points(shape, result)
-    return {"schema": "slm-export-sweep/1", "shapes": {s: {"parameters": shape_parameters(SHAPES[s]),
-                                                           **{k: SHAPES[s][k] for k in ("hidden_size", "num_hidden_layers",
-                                                                                       "vocab_size")}}
-                                                       for s in request.shapes},
+            runs.append({"shape": shape, "target": target, "bench": bench})
+            points += sweep_points(shape, bench)
+            result = _result(points, runs)
+            if out_dir is not None:
+                write(result, out_dir)
+    return result
+
+
+def _earlier(out_dir: Path | None, remeasured: tuple[str, ...]) -> dict[str, Any]:
+    path = out_dir / "sweep.json" if out_dir else None
+    if path is None or not path.is_file():
+        return {}
+    try:
+        earlier = json.loads(path.read_text())
+    except ValueError:
+        raise InputError(f"{path}: not a sweep result; remove it or pass another --out") from None
+    return {"points": [p for p in earlier.get("points", []) if p["shape"] not in remeasured],
+            "runs": [r for r in earlier.get("runs", []) if r["shape"] not in remeasured]}
+
+
+def _result(points: list[dict[str, Any]], runs: list[dict[str, Any]]) -> dict[str, Any]:
+    shapes = sorted({p["shape"] for p in points}, key=lambda s: shape_parameters(SHAPES[s]))
+    return {"schema": "slm-export-sweep/1",
+            "shapes": {s: {"parameters": shape_parameters(SHAPES[s]),
+                           **{k: SHAPES[s][k] for k in ("hidden_size", "num_hidden_layers", "vocab_size")}}
+                       for s in shapes},
             "points": points, "fits": fits(points), "runs": runs}
 
 
