@@ -72,6 +72,7 @@ def bundle_into_app(bundle: Path, target: TargetRecipe, app_dir: Path | None) ->
 
     `app_dir` is the app project's root (default: the demo app of this checkout, from the target
     recipe). The bundle goes to `app_dir / target.app_assets`."""
+    manifest_io.check_contained(bundle)  # before a byte is copied
     size = bundle_bytes(bundle)
     if app_dir is None:
         root = checkout_root()

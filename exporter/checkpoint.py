@@ -12,6 +12,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -77,9 +78,15 @@ class Checkpoint:
         return isinstance(self.spec, EncoderSpec)
 
     def digest(self) -> str:
-        """sha256 over config, weights and tokenizer files, in a fixed order."""
+        """sha256 of what the checkpoint holds, however it is laid out: config.json, every tensor
+        by name (its dtype, shape and bytes, whichever file or shard holds it), then the tokenizer,
+        template and sentence-transformers files by name. The same weights as one file or as
+        shards, read through a Hugging Face cache snapshot's links or from a plain copy, on any
+        filesystem, give the same digest; files the export does not read are not part of it."""
         h = hashlib.sha256()
-        files = [self.path / "config.json", *self.weight_files, self.tokenizer.tokenizer_json]
+        h.update(b"config.json " + sha256_file(self.path / "config.json").encode() + b"\n")
+        _hash_tensors(h, self.tensor_index)
+        files = [self.tokenizer.tokenizer_json]
         for extra in ("tokenizer_config.json", "generation_config.json", *SENTENCE_TRANSFORMERS_FILES, "1_Pooling/config.json",
                       *(f for f in TEMPLATE_FILES if f != "tokenizer_config.json")):
             if (self.path / extra).is_file():
@@ -88,6 +95,53 @@ class Checkpoint:
             h.update(f.name.encode())
             h.update(sha256_file(f).encode())
         return h.hexdigest()
+
+
+def _safetensors_header(path: Path) -> tuple[int, dict[str, Any]]:
+    """(offset of the data, {tensor: {dtype, shape, data_offsets}}) of a safetensors file."""
+    with open(path, "rb") as f:
+        size = int.from_bytes(f.read(8), "little")
+        header = json.loads(f.read(size))
+    header.pop("__metadata__", None)
+    return 8 + size, header
+
+
+def _hash_tensors(h: Any, tensor_index: dict[str, Path], chunk: int = 1 << 20) -> None:
+    """Each tensor as 'name dtype shape' and its raw bytes, in name order (read from the file
+    that holds it, a block at a time)."""
+    headers: dict[Path, tuple[int, dict[str, Any]]] = {}
+    handles: dict[Path, Any] = {}
+    try:
+        for name in sorted(tensor_index):
+            file = tensor_index[name]
+            if file not in headers:
+                headers[file] = _safetensors_header(file)
+                handles[file] = open(file, "rb")
+            start, header = headers[file]
+            entry = header[name]
+            h.update(f"{name} {entry['dtype']} {entry['shape']}\n".encode())
+            begin, end = entry["data_offsets"]
+            handle = handles[file]
+            handle.seek(start + begin)
+            left = end - begin
+            while left > 0:
+                block = handle.read(min(chunk, left))
+                if not block:
+                    raise CheckpointError(f"{file}: tensor {name!r} is truncated")
+                h.update(block)
+                left -= len(block)
+    finally:
+        for handle in handles.values():
+            handle.close()
+
+
+def checkpoint_name(root: Path) -> str:
+    """The model's name: the folder's, or for a Hugging Face cache snapshot
+    (.../models--ORG--NAME/snapshots/REVISION) the repository's NAME, not the revision hash."""
+    folder = Path(os.path.abspath(root))
+    if folder.parent.name == "snapshots" and folder.parent.parent.name.startswith("models--"):
+        return folder.parent.parent.name.split("--")[-1]
+    return root.resolve().name
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -114,9 +168,12 @@ def _read_json(path: Path, what: str) -> Any:
 
 
 def _inside(root: Path, name: str, what: str) -> Path:
-    """A file named by the checkpoint itself must stay inside the checkpoint directory."""
-    candidate = (root / name).resolve()
-    if root.resolve() not in candidate.parents:
+    """A file named by the checkpoint itself must stay inside the checkpoint directory, by its
+    name: a Hugging Face cache snapshot's files are links into the cache's blobs/, which is how
+    people have their checkpoints, so links are followed, but a name may not climb out."""
+    folder = Path(os.path.normpath(root))
+    candidate = Path(os.path.normpath(root / name))
+    if os.path.isabs(name) or folder not in candidate.parents:
         raise CheckpointError(f"{root}: {what} {name!r} points outside the checkpoint directory")
     return candidate
 
@@ -267,7 +324,7 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     tokenizer = _tokenizer_files(root, spec)
     bos, eos, generation, tok_config = _special_ids(root, raw, tokenizer, spec.vocab_size)
     chat = load_chat_spec(root, tokenizer.tokenizer_json, tok_config, eos, generation)
-    return Checkpoint(path=root, name=root.resolve().name, family=family, config=config, spec=spec,
+    return Checkpoint(path=root, name=checkpoint_name(root), family=family, config=config, spec=spec,
                       weight_files=files, tensor_index=tensor_index, tokenizer=tokenizer,
                       bos_token_id=bos, eos_token_ids=chat.stop_token_ids if chat else eos,
                       generation_config=generation, chat=chat)

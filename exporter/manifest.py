@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import stat
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -60,8 +62,48 @@ def validate(manifest: dict[str, Any]) -> None:
         raise InputError(f"manifest.json: {where}: {e.message}") from None
 
 
+_SPECIAL = ((stat.S_ISFIFO, "named pipe"), (stat.S_ISSOCK, "socket"), (stat.S_ISCHR, "character device"),
+            (stat.S_ISBLK, "block device"))
+
+
+def containment_problems(bundle: Path) -> list[str]:
+    """What makes `bundle` reach outside its folder, found without reading any file: a symbolic
+    link whose target lies outside the bundle or does not exist, and special files (pipes, sockets,
+    devices), each by its path in the bundle. Links that stay inside are allowed."""
+    root = bundle.resolve()
+    problems = []
+    for folder, dirs, files in os.walk(bundle, followlinks=False):
+        for name in sorted(dirs + files):
+            path = Path(folder) / name
+            rel = path.relative_to(bundle).as_posix()
+            mode = os.lstat(path).st_mode
+            if stat.S_ISLNK(mode):
+                target = Path(os.path.realpath(path))
+                if target != root and root not in target.parents:
+                    problems.append(f"{rel} is a symbolic link to {os.readlink(path)}, outside the bundle")
+                elif not target.exists():
+                    problems.append(f"{rel} is a symbolic link to {os.readlink(path)}, which does not exist")
+            elif not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+                kind = next((label for test, label in _SPECIAL if test(mode)), "special file")
+                problems.append(f"{rel} is a {kind}, not a regular file")
+    return problems
+
+
+def check_contained(bundle: Path) -> None:
+    """Refuse a bundle that is not self-contained (containment_problems), naming the first entry."""
+    if bundle.is_symlink() and not bundle.exists():
+        raise InputError(f"{bundle}: a symbolic link to {os.readlink(bundle)}, which does not exist")
+    problems = containment_problems(bundle)
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise InputError(f"{bundle}: not a self-contained bundle: {problems[0]}{more}; nothing was read")
+
+
 def read(bundle: Path) -> dict[str, Any]:
+    """The bundle's manifest, after checking that the bundle stays inside its folder."""
     path = bundle / MANIFEST
+    if bundle.is_dir():
+        check_contained(bundle)
     if not path.is_file():
         raise InputError(f"{path}: no manifest.json (is this an slm-export bundle?)")
     try:
