@@ -414,10 +414,11 @@ def load_weights(checkpoint: Checkpoint, model: Decoder | Encoder) -> None:
     """Copy every checkpoint tensor into `model` by the family's rules, or raise.
 
     Each checkpoint tensor is either mapped by a rule or declared unused by the family; each model
-    parameter receives exactly one tensor of the right shape. Tensors are read one at a time from
-    the memory-mapped files, so peak memory is the model plus one tensor.
+    parameter receives exactly one tensor of the right shape. Tensors are read one at a time with
+    plain reads, not through a memory map: a mapped file's pages count in the process's resident
+    memory while it is open, which doubled the peak for a 1B model (weights + the mapped file).
+    Peak memory is the model plus one tensor.
     """
-    from safetensors import safe_open
 
     spec = checkpoint.spec
     targets = dict(model.named_parameters())  # shared (tied) parameters appear once
@@ -437,16 +438,7 @@ def load_weights(checkpoint: Checkpoint, model: Decoder | Encoder) -> None:
                 elif not checkpoint.family.is_unused(name):
                     leftovers.append(name)
                 continue
-            if file not in handles:
-                handles[file] = safe_open(str(file), framework="pt")
-            handle = handles[file]
-            dtype = handle.get_slice(name).get_dtype()
-            if dtype not in FLOAT_DTYPES:
-                raise CheckpointError(f"{file}: tensor {name!r} has dtype {dtype}; expected F32, F16 or BF16")
-            try:
-                tensor = handle.get_tensor(name)
-            except Exception as e:  # truncated data surfaces here
-                raise CheckpointError(f"{file}: cannot read tensor {name!r} ({e})") from None
+            tensor = _read_tensor(handles, file, name)
             if rule.transform is split_rows:
                 rows = [targets[o].shape[0] for o in rule.ours]
                 if tensor.dim() == 0 or tensor.shape[0] != sum(rows):
@@ -477,15 +469,45 @@ def load_weights(checkpoint: Checkpoint, model: Decoder | Encoder) -> None:
         if tied_duplicate is not None:
             # Some tied checkpoints store the head anyway; accept it only if it is the same tensor.
             name, file = tied_duplicate
-            if file not in handles:
-                handles[file] = safe_open(str(file), framework="pt")
-            head = handles[file].get_tensor(name)
+            head = _read_tensor(handles, file, name)
             if head.shape != model.embed_tokens.weight.shape or not torch.equal(
                     head.to(model.embed_tokens.weight.dtype), model.embed_tokens.weight.detach()):
                 raise CheckpointError(f"{file}: tie_word_embeddings is true but {name!r} differs from the "
                                       "embedding; set tie_word_embeddings=false in config.json")
     finally:
-        handles.clear()
+        for handle, _, _ in handles.values():
+            handle.close()
+
+
+def _read_tensor(handles: dict[Path, Any], file: Path, name: str) -> torch.Tensor:
+    """One tensor of a safetensors file, read into its own memory (`handles` keeps each file open
+    with its header between calls)."""
+    if file not in handles:
+        try:
+            start, header = _safetensors_header(file)
+        except (OSError, ValueError) as e:
+            raise CheckpointError(f"{file}: not a readable safetensors file ({e})") from None
+        handles[file] = (open(file, "rb"), start, header)
+    handle, start, header = handles[file]
+    entry = header.get(name)
+    if not isinstance(entry, dict):
+        raise CheckpointError(f"{file}: tensor {name!r} is not in its header")
+    dtype = FLOAT_DTYPES.get(entry.get("dtype"))
+    if dtype is None:
+        raise CheckpointError(f"{file}: tensor {name!r} has dtype {entry.get('dtype')}; expected F32, F16 or BF16")
+    try:
+        shape = [int(d) for d in entry["shape"]]
+        begin, end = (int(v) for v in entry["data_offsets"])
+    except (KeyError, TypeError, ValueError):
+        raise CheckpointError(f"{file}: tensor {name!r} has a malformed header entry") from None
+    tensor = torch.empty(shape, dtype=dtype)
+    view = tensor.reshape(-1).view(torch.uint8).numpy()
+    if end - begin != view.nbytes:
+        raise CheckpointError(f"{file}: tensor {name!r} has {end - begin} bytes for shape {shape} ({entry['dtype']})")
+    handle.seek(start + begin)
+    if handle.readinto(memoryview(view)) != view.nbytes:
+        raise CheckpointError(f"{file}: cannot read tensor {name!r} (the file is truncated)")
+    return tensor
 
 
 def require_decoder(checkpoint: Checkpoint, command: str) -> None:
