@@ -20,19 +20,29 @@ def _tree(root):
 
 
 def _run(model, out, app, kill_at: str | None = None):
+    """Runs the export; with `kill_at`, SIGKILLs it as soon as it logs the start of that stage and
+    checks that the kill landed inside the stage: the process died of the signal, and the stage
+    never logged its end (nor did any later stage start)."""
     command = [sys.executable, "-m", "exporter", *ARGS, "--model", str(model), "--out", str(out), "--app-dir", str(app)]
     proc = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
     if kill_at is None:
         assert proc.wait(timeout=600) == 0
-        return True
+        return
     deadline = time.time() + 600
+    started = None
     for line in proc.stderr:
-        if line.startswith(kill_at):
+        if line.startswith(kill_at) and line.rstrip().endswith("..."):
             os.kill(proc.pid, signal.SIGKILL)
+            started = line.rstrip()
             break
         assert time.time() < deadline
+    assert started is not None, f"the export never started a stage named {kill_at!r}"
+    after = proc.stderr.read().splitlines()  # what it wrote before the signal landed
     proc.wait(timeout=60)
-    return proc.returncode == 0
+    assert proc.returncode == -signal.SIGKILL, (kill_at, proc.returncode)
+    stage_name = started.removesuffix("...").strip()
+    assert not any(line.startswith(f"{stage_name} done in") for line in after), (kill_at, after)
+    assert not any(line.rstrip().endswith("...") for line in after), (kill_at, after)
 
 
 @pytest.mark.slow
@@ -45,13 +55,14 @@ def test_sigkill_at_a_stage_leaves_the_previous_outputs(kill_at, family_checkpoi
     assets = app / "app/src/main/assets/slm"
     before_out, before_app = _tree(out / "android"), _tree(assets)
 
-    completed = _run(model, out, app, kill_at)
+    _run(model, out, app, kill_at)
     # Never a partial bundle: each destination is either the earlier one, byte for byte, or a
-    # complete new one that verifies (a kill can land after the last rename).
+    # complete new one that verifies (the bundle stage's kill can land between its rename and its
+    # "done" line).
     for folder, before in ((out / "android", before_out), (assets, before_app)):
-        after = _tree(folder)
-        if after != before:
-            assert manifest_io.check_files(folder, manifest_io.read(folder)) == [], (kill_at, completed)
+        if _tree(folder) != before:
+            assert kill_at == "bundle", (kill_at, folder)  # the output is published before the bundle stage
+            assert manifest_io.check_files(folder, manifest_io.read(folder)) == [], kill_at
 
     # The next run works and removes what the killed one left behind.
     _run(model, out, app)
