@@ -33,7 +33,7 @@ from .describe import context_length
 from .errors import InputError, ParityError
 from .manifest import EXTRAS_DIR, MANIFEST, SCHEMA_VERSION, artifact_digest, file_entry, list_files
 from .manifest import write as write_manifest
-from .progress import stage
+from .progress import release_memory, stage
 from .recipes import QuantRecipe, TargetRecipe, load_target, parse_quant
 from .reference import ReferenceLM
 from .runtimes import REGISTRY, registration, runtime
@@ -424,6 +424,7 @@ def export_target(checkpoint: Checkpoint, target: TargetRecipe, request: ExportR
              max_seq_len)
 
     decoder, references = build_reference(checkpoint, max_seq_len)
+    release_memory()
 
     staging = make_staging(request.out_dir, target.name)
     try:
@@ -441,6 +442,7 @@ def export_target(checkpoint: Checkpoint, target: TargetRecipe, request: ExportR
                                                  references, staging)
                 searches[fmt] = tried
             extras += fmt_extras
+            release_memory()  # before the next format builds its graph
             parity = tried[-1].parity
             rel = path.relative_to(staging).as_posix()
             size, digest = artifact_digest(path)
