@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import manifest as manifest_io
-from .atomic import staging_dir, swap_into_place
+from .atomic import exclusive, space_checked, staging_dir, swap_into_place
 from .errors import ExportError, InputError
 from .recipes import TargetRecipe
 
@@ -53,18 +53,24 @@ def sideload_steps(target: TargetRecipe, bundle: Path) -> list[str]:
 def install(bundle: Path, destination: Path) -> None:
     """Copy a verified bundle to `destination` atomically, checking every file on arrival. The
     bundle's extras/ (files no app loads) stays behind."""
+    with exclusive(destination.parent, destination.name):
+        _install(bundle, destination)
+
+
+def _install(bundle: Path, destination: Path) -> None:
     try:
         staging = staging_dir(destination.parent, destination.name)
     except OSError as e:
         raise InputError(f"{destination.parent}: cannot create the app's bundle folder ({e.strerror})") from None
-    try:
-        shutil.copytree(bundle, staging, copy_function=shutil.copy2, ignore=_leave_out_extras(bundle))
-        problems = manifest_io.check_files(staging, manifest_io.read(staging))
-        if problems:
-            raise ExportError(f"bundle copy into {destination} is not identical to {bundle}: {problems[0]}")
-        swap_into_place(staging, destination)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    with space_checked(destination.parent, bundle_bytes(bundle), "the app's bundle copy"):
+        try:
+            shutil.copytree(bundle, staging, copy_function=shutil.copy2, ignore=_leave_out_extras(bundle))
+            problems = manifest_io.check_files(staging, manifest_io.read(staging))
+            if problems:
+                raise ExportError(f"bundle copy into {destination} is not identical to {bundle}: {problems[0]}")
+            swap_into_place(staging, destination)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
 
 
 def bundle_into_app(bundle: Path, target: TargetRecipe, app_dir: Path | None) -> BundleResult:

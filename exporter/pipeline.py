@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .atomic import staging_dir, swap_into_place
+from .atomic import exclusive, space_checked, staging_dir, swap_into_place
 from .bundle import BundleResult, bundle_into_app
 from .checkpoint import Checkpoint, build_model, load_checkpoint, sha256_file
 from .describe import context_length
@@ -580,12 +580,20 @@ def export(request: ExportRequest) -> list[TargetResult]:
     targets = select_targets([load_target(name) for name in request.targets], request, encoder)
     for target in targets:  # before any export work
         check_size_policy(checkpoint, target)
+    # About the disk an export needs: each format writes its fp32 graph before quantizing it
+    # (ONNX's model.onnx), so the fp32 weights once per format and target, plus the encoders'.
+    needed = 4 * checkpoint.spec.num_parameters * sum(len(plan_formats(t, request.formats, len(targets) <= 1, encoder))
+                                                     for t in targets)
     if encoder:
         from .encoder_pipeline import export_encoder_target
 
         if request.companions:
             raise InputError("--encoder bundles an encoder beside a decoder; --model is itself an encoder")
-        return [export_encoder_target(checkpoint, target, request) for target in targets]
+        results = []
+        for target in targets:
+            with exclusive(request.out_dir, target.name), space_checked(request.out_dir, needed, "the bundle"):
+                results.append(export_encoder_target(checkpoint, target, request))
+        return results
     companions = [load_checkpoint(path) for path in request.companions]
     for companion in companions:
         if not companion.is_encoder or companion.spec.task not in COMPANION_ROLES:
@@ -595,9 +603,13 @@ def export(request: ExportRequest) -> list[TargetResult]:
     # Each target's encoder recipes, planned before any work: default recipes, the requested formats
     # where the target has them for encoders (a decoder's --quant names are not an encoder's).
     companion_request = dataclasses.replace(request, quant=None)
-    return [export_target(checkpoint, target, request,
-                          [(c, plan_target(target, companion_request, strict=False, encoder=True)) for c in companions])
-            for target in targets]
+    results = []
+    for target in targets:
+        with exclusive(request.out_dir, target.name), space_checked(request.out_dir, needed, "the bundle"):
+            results.append(export_target(checkpoint, target, request,
+                                         [(c, plan_target(target, companion_request, strict=False, encoder=True))
+                                          for c in companions]))
+    return results
 
 
 def select_targets(targets: list[TargetRecipe], request: ExportRequest, encoder: bool = False) -> list[TargetRecipe]:

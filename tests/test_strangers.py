@@ -212,3 +212,53 @@ def test_a_read_only_hf_cache_snapshot_exports_with_the_plain_digest(model, tmp_
     manifest = manifest_io.read(out / "android")
     assert manifest["model"]["source_sha256"] == load_checkpoint(model).digest()
     assert manifest["model"]["name"] == "tiny-llama"
+
+
+# --- 4. a full disk ------------------------------------------------------------------------------
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting the small filesystem needs root (CI runs as root)")
+def test_a_full_disk_fails_in_one_line_and_keeps_the_earlier_bundle(model, tmp_path):
+    small = tmp_path / "small"
+    small.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=48m", "tmpfs", str(small)], check=True)
+    try:
+        out = small / "dist"
+        first = slm(*EXPORT, "--model", str(model), "--out", str(out))
+        assert first.returncode == 0, first.stderr[-2000:]
+        before = {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+        bundle_bytes = sum(len(b) for b in before.values())
+        # Leave less room than a second bundle needs.
+        free = shutil.disk_usage(small).free
+        with open(small / "filler", "wb") as filler:
+            filler.write(b"\0" * max(0, free - bundle_bytes // 3))
+        second = slm(*EXPORT, "--model", str(model), "--out", str(out))
+        assert second.returncode == 1, second.stderr[-2000:]
+        last = second.stderr.strip().splitlines()[-1]
+        assert "no space left on the device" in last and "MB free" in last and str(small) in last, last
+        assert "Traceback" not in second.stderr
+        after = {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+        assert after == before  # the earlier bundle, byte for byte, and nothing half-written beside it
+        assert sorted(p.name for p in out.iterdir()) == ["android"]
+    finally:
+        subprocess.run(["umount", str(small)], check=True)
+
+
+# --- 5. two exports into one folder ----------------------------------------------------------------
+
+def test_a_second_export_into_the_same_output_says_who_holds_it(model, tmp_path):
+    out = tmp_path / "dist"
+    first = subprocess.Popen([sys.executable, "-m", "exporter", *EXPORT, "--model", str(model), "--out", str(out)],
+                             stderr=subprocess.PIPE, text=True)
+    for line in first.stderr:  # the first one holds the lock once its target's work starts
+        if line.startswith("target android"):
+            break
+    second = slm(*EXPORT, "--model", str(model), "--out", str(out), timeout=300)
+    rest = first.stderr.read()
+    assert first.wait(timeout=600) == 0, rest[-2000:]
+    assert second.returncode == 1, second.stderr[-2000:]
+    assert f"another slm-export (pid {first.pid}) is writing it now" in second.stderr
+    # The winner's bundle is whole, and no lock or staging folder is left.
+    assert manifest_io.check_files(out / "android", manifest_io.read(out / "android")) == []
+    assert sorted(p.name for p in out.iterdir()) == ["android"]
+    # Afterwards the folder is free again.
+    assert slm(*EXPORT, "--model", str(model), "--out", str(out)).returncode == 0
