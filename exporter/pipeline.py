@@ -573,6 +573,37 @@ def check_size_policy(checkpoint: Checkpoint, target: TargetRecipe) -> None:
                          "hold it")
 
 
+# Peak resident memory of an export as a multiple of the model's fp32 weights, by format, measured
+# with -v on random llamas (benchmarks/RESULTS.md, issue #20): ONNX 3.0x (0.5B: the decoder, its
+# fp32 graph and the quantizer's copies), ExecuTorch 2.5x (1B: the decoder and its quantized copy
+# during lowering); Core ML is taken as ONNX's. Above the machine's memory an export would be
+# killed by the kernel part way; it is refused before any weight is read instead.
+MEMORY_FACTOR = {"executorch": 2.5, "onnx": 3.0, "coreml": 3.0}
+
+
+def machine_memory_bytes() -> int:
+    """Physical memory (MemTotal), or 0 where it cannot be read."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            return next(int(line.split()[1]) * 1024 for line in meminfo if line.startswith("MemTotal:"))
+    except (OSError, StopIteration, ValueError):
+        return 0
+
+
+def check_machine_memory(checkpoint: Checkpoint, formats: set[str], total: int | None = None) -> None:
+    """Refuse, from config.json alone, an export whose estimated peak is above this machine's memory."""
+    total = machine_memory_bytes() if total is None else total
+    if not total or not formats:
+        return
+    weights = 4 * checkpoint.spec.num_parameters
+    worst = max(formats, key=lambda f: MEMORY_FACTOR.get(f, 3.0))
+    peak = weights * MEMORY_FACTOR.get(worst, 3.0)
+    if peak > total:
+        raise InputError(f"{checkpoint.path}: {checkpoint.spec.num_parameters:,} parameters ({weights / 2**30:.1f} GiB "
+                         f"in fp32) need about {peak / 2**30:.1f} GiB of memory to export to {worst}, and this machine "
+                         f"has {total / 2**30:.1f} GiB; export on a larger machine (docs/TRUST.md)")
+
+
 def export(request: ExportRequest) -> list[TargetResult]:
     with stage(f"load {request.model_dir}"):
         checkpoint = load_checkpoint(request.model_dir)
@@ -580,6 +611,8 @@ def export(request: ExportRequest) -> list[TargetResult]:
     targets = select_targets([load_target(name) for name in request.targets], request, encoder)
     for target in targets:  # before any export work
         check_size_policy(checkpoint, target)
+    check_machine_memory(checkpoint, {f for t in targets for f in plan_formats(t, request.formats, len(targets) <= 1,
+                                                                            encoder)})
     # About the disk an export needs: each format writes its fp32 graph before quantizing it
     # (ONNX's model.onnx), so the fp32 weights once per format and target, plus the encoders'.
     needed = 4 * checkpoint.spec.num_parameters * sum(len(plan_formats(t, request.formats, len(targets) <= 1, encoder))

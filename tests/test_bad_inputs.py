@@ -211,3 +211,28 @@ def test_checkpoint_too_big_for_the_target_is_refused_early(earlier, tmp_path):
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
     assert "parameters is above the android target's limit of 4,000,000,000" in result.stderr
     assert "shape" not in result.stderr and not out.exists()
+
+
+def test_a_model_the_machine_cannot_export_is_refused_from_its_config(earlier, tmp_path):
+    """A 3B-shaped llama config (below the phone's 4B limit) with the small test weights: its
+    export would need more memory than this machine (or CI's 24 GiB) has; refused through the CLI
+    with the figure and the limit before any weight is read."""
+    from exporter.pipeline import check_machine_memory, machine_memory_bytes
+
+    good, _, _ = earlier
+    config = _config(good) | {"hidden_size": 3072, "intermediate_size": 8192, "num_hidden_layers": 28,
+                              "num_attention_heads": 24, "num_key_value_heads": 8, "head_dim": 128,
+                              "vocab_size": 128256}
+    big = tmp_path / "ckpt"
+    shutil.copytree(good, big)
+    (big / "config.json").write_text(json.dumps(config))
+    from exporter.checkpoint import load_checkpoint
+
+    checkpoint = load_checkpoint(big)
+    needed = 4 * checkpoint.spec.num_parameters * 2.5
+    if machine_memory_bytes() >= needed:
+        pytest.skip("this machine has the memory to export a 3B model")
+    result = slm(*GOOD_ARGS, "--model", str(big), "--out", str(tmp_path / "out"))
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert "GiB of memory to export to executorch, and this machine has" in result.stderr
+    check_machine_memory(load_checkpoint(good), {"executorch", "onnx", "coreml"})  # the small model passes
