@@ -158,6 +158,11 @@ final class AppModel: ObservableObject {
             return
         }
         location = found
+        // Someone else's (side-loaded) bundle must stay inside its folder before any file is read.
+        if found.source == .documents, let refusal = BundleContainment.refusal(for: found.url) {
+            phase = .failed(refusal)
+            return
+        }
         let loaded: (manifest: Manifest, data: Data)
         do {
             loaded = try Manifest.load(from: found.url)

@@ -4,6 +4,7 @@ import android.content.Context
 import java.io.File
 import java.io.FileNotFoundException
 import java.io.IOException
+import org.slmexport.demo.core.BundleContainment
 import org.slmexport.demo.runtime.DemoException
 
 /** Where the bundle in use came from. */
@@ -47,6 +48,8 @@ class BundleRepository(private val context: Context) {
         sideloadDir()?.let { dir ->
             val manifestFile = File(dir, MANIFEST)
             if (manifestFile.isFile) {
+                // Someone else's bundle: it must stay inside its folder before any file is read.
+                BundleContainment.refusal(dir)?.let { throw DemoException(it) }
                 val bytes = manifestFile.readBytes()
                 return LocatedBundle(dir, BundleSource.SIDELOADED, ManifestParser.parseAny(bytes), BundleVerifier.sha256Of(bytes))
             }
