@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import InputError
+from .recipes import _check_keys
 
 MAX_JOBS = 256  # GitHub Actions: the most jobs one matrix may generate
 PLAN_KEYS = {"defaults", "models"}
@@ -71,15 +72,6 @@ def _as_list(value: Any, key: str, where: str) -> list[str]:
     if not isinstance(values, list) or not values or not all(isinstance(v, str) and v.strip() for v in values):
         raise InputError(f"{where}: {key} must be a non-empty string or list of strings")
     return [v.strip() for v in values]
-
-
-def _check_keys(table: Any, allowed: set[str], where: str) -> dict[str, Any]:
-    if not isinstance(table, dict):
-        raise InputError(f"{where}: expected a table")
-    unknown = sorted(set(table) - allowed)
-    if unknown:
-        raise InputError(f"{where}: unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(allowed))})")
-    return table
 
 
 def _check_recipes(target_name: str, quant: str, formats: str, encoder: bool, where: str) -> None:

@@ -60,7 +60,7 @@ max_seq_len = 128
     ('[[models]]\npath = "{student}"\nquant = "coreml=int4"', "coreml"),
     ('[[models]]\npath = "{encoder}"\nquant = "int4"', "'int4' is not defined for executorch"),
     ('[[models]]\npath = "{student}"\nformats = "tflite"', "tflite"),
-    ('[[models]]\npath = "{student}"\nsurprise = 1', "unknown key(s) surprise"),
+    ('[[models]]\npath = "{student}"\nsurprise = 1', "unknown key 'surprise'"),
     ('[[models]]\npath = "{student}"\n[[models]]\npath = "{student}"', "planned twice"),
     ('[[models]]\npath = "/nonexistent/model"', "has no config.json"),
     ('[defaults]\ntargets = ["android"]', "no [[models]] entries"),
