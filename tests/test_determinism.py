@@ -56,3 +56,23 @@ def test_two_exports_are_byte_identical(family_checkpoint, tmp_path):
         assert first[name] == second[name], name
     np.testing.assert_allclose(_logits(tmp_path / "first" / package), _logits(tmp_path / "second" / package),
                                rtol=0, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_two_command_runs_give_byte_identical_core_ml_bundles(family_checkpoint, tmp_path):
+    """Through the command (a process per run, each with its own hash seed unless the command
+    fixes it): the Core ML program and the manifest are identical too (exporter/entry.py)."""
+    import os
+    import subprocess
+    import sys
+
+    model = family_checkpoint("llama", "llama3-rope-tied-gqa2")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONHASHSEED"}
+    trees = []
+    for run in ("first", "second"):
+        done = subprocess.run([sys.executable, "-m", "exporter", "--target", "ios", "--formats", "coreml",
+                               "--quant", "none", "--max-seq-len", "48", "--no-bundle", "--model", str(model),
+                               "--out", str(tmp_path / run)], capture_output=True, text=True, timeout=600, env=env)
+        assert done.returncode == 0, done.stderr[-2000:]
+        trees.append(_tree(tmp_path / run))
+    assert trees[0] == trees[1]
