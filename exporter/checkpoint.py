@@ -85,7 +85,9 @@ class Checkpoint:
         filesystem, give the same digest; files the export does not read are not part of it."""
         h = hashlib.sha256()
         h.update(b"config.json " + sha256_file(self.path / "config.json").encode() + b"\n")
-        _hash_tensors(h, self.tensor_index)
+        with _TensorFiles() as tensors:
+            for name in sorted(self.tensor_index):
+                tensors.hash_into(h, self.tensor_index[name], name)
         files = [self.tokenizer.tokenizer_json]
         for extra in ("tokenizer_config.json", "generation_config.json", *SENTENCE_TRANSFORMERS_FILES, "1_Pooling/config.json",
                       *(f for f in TEMPLATE_FILES if f != "tokenizer_config.json")):
@@ -97,42 +99,74 @@ class Checkpoint:
         return h.hexdigest()
 
 
-def _safetensors_header(path: Path) -> tuple[int, dict[str, Any]]:
-    """(offset of the data, {tensor: {dtype, shape, data_offsets}}) of a safetensors file."""
-    with open(path, "rb") as f:
-        size = int.from_bytes(f.read(8), "little")
-        header = json.loads(f.read(size))
-    header.pop("__metadata__", None)
-    return 8 + size, header
+class _TensorFiles:
+    """Plain reads of single tensors from safetensors files (each opened once, its header parsed
+    once). Not a memory map: a mapped file's pages count in the process's resident memory while it
+    is open, which doubled the peak of loading a 1B model (the weights, plus the mapped file)."""
 
+    def __init__(self) -> None:
+        self._open: dict[Path, tuple[Any, int, dict[str, Any]]] = {}
 
-def _hash_tensors(h: Any, tensor_index: dict[str, Path], chunk: int = 1 << 20) -> None:
-    """Each tensor as 'name dtype shape' and its raw bytes, in name order (read from the file
-    that holds it, a block at a time)."""
-    headers: dict[Path, tuple[int, dict[str, Any]]] = {}
-    handles: dict[Path, Any] = {}
-    try:
-        for name in sorted(tensor_index):
-            file = tensor_index[name]
-            if file not in headers:
-                headers[file] = _safetensors_header(file)
-                handles[file] = open(file, "rb")
-            start, header = headers[file]
-            entry = header[name]
-            h.update(f"{name} {entry['dtype']} {entry['shape']}\n".encode())
-            begin, end = entry["data_offsets"]
-            handle = handles[file]
-            handle.seek(start + begin)
-            left = end - begin
-            while left > 0:
-                block = handle.read(min(chunk, left))
-                if not block:
-                    raise CheckpointError(f"{file}: tensor {name!r} is truncated")
-                h.update(block)
-                left -= len(block)
-    finally:
-        for handle in handles.values():
+    def __enter__(self) -> _TensorFiles:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for handle, _, _ in self._open.values():
             handle.close()
+        self._open.clear()
+
+    def locate(self, file: Path, name: str) -> tuple[Any, dict[str, Any], int]:
+        """(the open file, positioned at the tensor's first byte; its header entry; its bytes)."""
+        if file not in self._open:
+            try:
+                with open(file, "rb") as f:
+                    size = int.from_bytes(f.read(8), "little")
+                    header = json.loads(f.read(size))
+            except (OSError, ValueError) as e:
+                raise CheckpointError(f"{file}: not a readable safetensors file ({e})") from None
+            self._open[file] = (open(file, "rb"), 8 + size, header)
+        handle, start, header = self._open[file]
+        entry = header.get(name)
+        if not isinstance(entry, dict) or name == "__metadata__":
+            raise CheckpointError(f"{file}: tensor {name!r} is not in its header")
+        try:
+            begin, end = (int(v) for v in entry["data_offsets"])
+        except (KeyError, TypeError, ValueError):
+            raise CheckpointError(f"{file}: tensor {name!r} has a malformed header entry") from None
+        handle.seek(start + begin)
+        return handle, entry, end - begin
+
+    def read(self, file: Path, name: str) -> torch.Tensor:
+        """One floating-point tensor, read into its own memory."""
+        handle, entry, nbytes = self.locate(file, name)
+        dtype = FLOAT_DTYPES.get(entry.get("dtype"))
+        if dtype is None:
+            raise CheckpointError(f"{file}: tensor {name!r} has dtype {entry.get('dtype')}; expected F32, F16 or BF16")
+        try:
+            shape = [int(d) for d in entry["shape"]]
+        except (KeyError, TypeError, ValueError):
+            raise CheckpointError(f"{file}: tensor {name!r} has a malformed header entry") from None
+        tensor = torch.empty(shape, dtype=dtype)
+        view = tensor.reshape(-1).view(torch.uint8).numpy()
+        if nbytes != view.nbytes:
+            raise CheckpointError(f"{file}: tensor {name!r} has {nbytes} bytes for shape {shape} ({entry['dtype']})")
+        if handle.readinto(memoryview(view)) != view.nbytes:
+            raise CheckpointError(f"{file}: cannot read tensor {name!r} (the file is truncated)")
+        return tensor
+
+    def hash_into(self, h: Any, file: Path, name: str, chunk: int = 1 << 20) -> None:
+        """'name dtype shape' and the tensor's raw bytes, a block at a time."""
+        handle, entry, left = self.locate(file, name)
+        h.update(f"{name} {entry.get('dtype')} {entry.get('shape')}\n".encode())
+        while left > 0:
+            block = handle.read(min(chunk, left))
+            if not block:
+                raise CheckpointError(f"{file}: tensor {name!r} is truncated")
+            h.update(block)
+            left -= len(block)
 
 
 def checkpoint_name(root: Path) -> str:
@@ -414,10 +448,8 @@ def load_weights(checkpoint: Checkpoint, model: Decoder | Encoder) -> None:
     """Copy every checkpoint tensor into `model` by the family's rules, or raise.
 
     Each checkpoint tensor is either mapped by a rule or declared unused by the family; each model
-    parameter receives exactly one tensor of the right shape. Tensors are read one at a time with
-    plain reads, not through a memory map: a mapped file's pages count in the process's resident
-    memory while it is open, which doubled the peak for a 1B model (weights + the mapped file).
-    Peak memory is the model plus one tensor.
+    parameter receives exactly one tensor of the right shape. Tensors are read one at a time
+    (_TensorFiles), so peak memory is the model plus one tensor.
     """
 
     spec = checkpoint.spec
@@ -427,7 +459,7 @@ def load_weights(checkpoint: Checkpoint, model: Decoder | Encoder) -> None:
         if all(o in targets for o in rule.ours):
             expected[rule.checkpoint] = rule
     filled: set[str] = set()
-    handles: dict[Path, Any] = {}
+    tensors = _TensorFiles()
     leftovers, tied_duplicate = [], None
     try:
         for name, file in sorted(checkpoint.tensor_index.items()):
@@ -438,7 +470,7 @@ def load_weights(checkpoint: Checkpoint, model: Decoder | Encoder) -> None:
                 elif not checkpoint.family.is_unused(name):
                     leftovers.append(name)
                 continue
-            tensor = _read_tensor(handles, file, name)
+            tensor = tensors.read(file, name)
             if rule.transform is split_rows:
                 rows = [targets[o].shape[0] for o in rule.ours]
                 if tensor.dim() == 0 or tensor.shape[0] != sum(rows):
@@ -469,45 +501,13 @@ def load_weights(checkpoint: Checkpoint, model: Decoder | Encoder) -> None:
         if tied_duplicate is not None:
             # Some tied checkpoints store the head anyway; accept it only if it is the same tensor.
             name, file = tied_duplicate
-            head = _read_tensor(handles, file, name)
+            head = tensors.read(file, name)
             if head.shape != model.embed_tokens.weight.shape or not torch.equal(
                     head.to(model.embed_tokens.weight.dtype), model.embed_tokens.weight.detach()):
                 raise CheckpointError(f"{file}: tie_word_embeddings is true but {name!r} differs from the "
                                       "embedding; set tie_word_embeddings=false in config.json")
     finally:
-        for handle, _, _ in handles.values():
-            handle.close()
-
-
-def _read_tensor(handles: dict[Path, Any], file: Path, name: str) -> torch.Tensor:
-    """One tensor of a safetensors file, read into its own memory (`handles` keeps each file open
-    with its header between calls)."""
-    if file not in handles:
-        try:
-            start, header = _safetensors_header(file)
-        except (OSError, ValueError) as e:
-            raise CheckpointError(f"{file}: not a readable safetensors file ({e})") from None
-        handles[file] = (open(file, "rb"), start, header)
-    handle, start, header = handles[file]
-    entry = header.get(name)
-    if not isinstance(entry, dict):
-        raise CheckpointError(f"{file}: tensor {name!r} is not in its header")
-    dtype = FLOAT_DTYPES.get(entry.get("dtype"))
-    if dtype is None:
-        raise CheckpointError(f"{file}: tensor {name!r} has dtype {entry.get('dtype')}; expected F32, F16 or BF16")
-    try:
-        shape = [int(d) for d in entry["shape"]]
-        begin, end = (int(v) for v in entry["data_offsets"])
-    except (KeyError, TypeError, ValueError):
-        raise CheckpointError(f"{file}: tensor {name!r} has a malformed header entry") from None
-    tensor = torch.empty(shape, dtype=dtype)
-    view = tensor.reshape(-1).view(torch.uint8).numpy()
-    if end - begin != view.nbytes:
-        raise CheckpointError(f"{file}: tensor {name!r} has {end - begin} bytes for shape {shape} ({entry['dtype']})")
-    handle.seek(start + begin)
-    if handle.readinto(memoryview(view)) != view.nbytes:
-        raise CheckpointError(f"{file}: cannot read tensor {name!r} (the file is truncated)")
-    return tensor
+        tensors.close()
 
 
 def require_decoder(checkpoint: Checkpoint, command: str) -> None:

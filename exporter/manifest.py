@@ -91,8 +91,6 @@ def containment_problems(bundle: Path) -> list[str]:
 
 def check_contained(bundle: Path) -> None:
     """Refuse a bundle that is not self-contained (containment_problems), naming the first entry."""
-    if bundle.is_symlink() and not bundle.exists():
-        raise InputError(f"{bundle}: a symbolic link to {os.readlink(bundle)}, which does not exist")
     problems = containment_problems(bundle)
     if problems:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""

@@ -104,7 +104,7 @@ def _blas_threads(limit: int | None):
             from threadpoolctl import ThreadpoolController  # optional, undeclared: no thread limit without it
 
             _THREADPOOLS.append(ThreadpoolController())
-        except Exception:  # pragma: no cover - optional dependency
+        except ImportError:  # pragma: no cover - optional dependency
             _THREADPOOLS.append(None)
     controller = _THREADPOOLS[0]
     return contextlib.nullcontext() if controller is None else controller.limit(limits=limit, user_api="blas")

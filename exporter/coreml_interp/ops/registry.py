@@ -20,7 +20,7 @@ import numpy as np
 try:
     # Deliberately optional (not in [project] dependencies): math.erf below without it.
     from scipy.special import erf as _erf  # optional, undeclared: math.erf below without it
-except Exception:  # pragma: no cover
+except ImportError:  # pragma: no cover
     _erf_scalar = np.vectorize(math.erf, otypes=[np.float64])
 
     def _erf(x):
