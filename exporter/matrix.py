@@ -74,36 +74,29 @@ def _as_list(value: Any, key: str, where: str) -> list[str]:
     return [v.strip() for v in values]
 
 
-def _check_recipes(target_name: str, quant: str, formats: str, encoder: bool, where: str) -> None:
-    from .pipeline import formats_of, plan_formats
-    from .recipes import RecipeError, load_target, parse_quant
+def _check_recipes(model: str, target: str, quant: str, formats: str, encoder: bool, where: str) -> None:
+    """The export's own plan check (pipeline.select_targets): the target exists, each named recipe
+    exists for its format, each named format is the target's."""
+    from .pipeline import ExportRequest, select_targets
+    from .recipes import load_target
 
+    request = ExportRequest(Path(model), Path("dist"), (target,), quant=quant,
+                            formats=tuple(f.strip() for f in formats.split(",") if f.strip()) or None)
     try:
-        target = load_target(target_name)
-        chosen = plan_formats(target, tuple(f.strip() for f in formats.split(",") if f.strip()) or None,
-                              encoder=encoder)
-        choice = parse_quant(quant)
-        for fmt in chosen:
-            name = choice.for_format(fmt)
-            if name not in (None, "auto"):
-                formats_of(target, encoder)[fmt].recipe(name)
-        unused = set(choice.per_format) - set(chosen)
-        if unused:
-            raise InputError(f"quant {quant!r} names {', '.join(sorted(unused))}, which target "
-                             f"{target_name} does not emit here ({', '.join(chosen)})")
-    except (RecipeError, InputError) as e:
+        select_targets([load_target(target)], request, encoder)
+    except InputError as e:
         raise InputError(f"{where}: {e}") from None
 
 
-def _is_encoder(model: str) -> bool:
-    """Whether the checkpoint is an encoder (its recipes are the target's [encoder] ones)."""
-    from .models import ENCODERS
+def _load(model: str, where: str):
+    """The checkpoint, read as the export will read it (config, tensor names, tokenizer)."""
+    from .checkpoint import load_checkpoint
 
     try:
-        config = json.loads((Path(model) / "config.json").read_text())
-    except (OSError, ValueError):
-        return False
-    return isinstance(config, dict) and config.get("model_type") in ENCODERS
+        return load_checkpoint(model)
+    except InputError as e:
+        raise InputError(f"{where}: {e} (paths are relative to where the plan runs; --no-check-models when the "
+                         "jobs fetch the models themselves)") from None
 
 
 def load_plan(path: Path, check_models: bool = True) -> list[Job]:
@@ -127,9 +120,6 @@ def load_plan(path: Path, check_models: bool = True) -> list[Job]:
         model = entry.get("path")
         if not isinstance(model, str) or not model.strip():
             raise InputError(f"{where}: path is required (the checkpoint folder as the job sees it)")
-        if check_models and not (Path(model) / "config.json").is_file():
-            raise InputError(f"{where}: {model} has no config.json (paths are relative to where the plan runs; "
-                             "--no-check-models when the jobs fetch the models themselves)")
         name = entry.get("name") or Path(model).name
         formats = entry.get("formats", "")
         max_seq_len = entry.get("max_seq_len", 0)
@@ -137,10 +127,10 @@ def load_plan(path: Path, check_models: bool = True) -> list[Job]:
             raise InputError(f"{where}: formats must be a string such as \"executorch,onnx\"")
         if not isinstance(max_seq_len, int) or isinstance(max_seq_len, bool) or max_seq_len < 0:
             raise InputError(f"{where}: max_seq_len must be a positive integer")
-        encoder = check_models and _is_encoder(model)
+        encoder = check_models and _load(model, where).is_encoder
         for target in _as_list(entry.get("targets", ["android"]), "targets", where):
             for quant in _as_list(entry.get("quant", ["auto"]), "quant", where):
-                _check_recipes(target, quant, formats, encoder, f"{where} (target {target})")
+                _check_recipes(model, target, quant, formats, encoder, f"{where} (target {target})")
                 job = Job(id=_slug(f"{name}-{target}-{quant}"), model=model, name=str(name), target=target,
                           quant=quant, formats=formats, max_seq_len=max_seq_len)
                 if job.id in seen:

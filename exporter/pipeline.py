@@ -590,9 +590,9 @@ def machine_memory_bytes() -> int:
         return 0
 
 
-def check_machine_memory(checkpoint: Checkpoint, formats: set[str], total: int | None = None) -> None:
+def check_machine_memory(checkpoint: Checkpoint, formats: set[str]) -> None:
     """Refuse, from config.json alone, an export whose estimated peak is above this machine's memory."""
-    total = machine_memory_bytes() if total is None else total
+    total = machine_memory_bytes()
     if not total or not formats:
         return
     weights = 4 * checkpoint.spec.num_parameters
@@ -611,37 +611,38 @@ def export(request: ExportRequest) -> list[TargetResult]:
     targets = select_targets([load_target(name) for name in request.targets], request, encoder)
     for target in targets:  # before any export work
         check_size_policy(checkpoint, target)
-    check_machine_memory(checkpoint, {f for t in targets for f in plan_formats(t, request.formats, len(targets) <= 1,
-                                                                            encoder)})
+    formats = {t.name: plan_formats(t, request.formats, len(request.targets) <= 1, encoder) for t in targets}
+    check_machine_memory(checkpoint, {f for fs in formats.values() for f in fs})
     # About the disk an export needs: each format writes its fp32 graph before quantizing it
-    # (ONNX's model.onnx), so the fp32 weights once per format and target, plus the encoders'.
-    needed = 4 * checkpoint.spec.num_parameters * sum(len(plan_formats(t, request.formats, len(targets) <= 1, encoder))
-                                                     for t in targets)
+    # (ONNX's model.onnx), so the model's fp32 weights once per format and target.
+    needed = 4 * checkpoint.spec.num_parameters * sum(map(len, formats.values()))
     if encoder:
         from .encoder_pipeline import export_encoder_target
 
         if request.companions:
             raise InputError("--encoder bundles an encoder beside a decoder; --model is itself an encoder")
-        results = []
-        for target in targets:
-            with exclusive(request.out_dir, target.name), space_checked(request.out_dir, needed, "the bundle"):
-                results.append(export_encoder_target(checkpoint, target, request))
-        return results
-    companions = [load_checkpoint(path) for path in request.companions]
-    for companion in companions:
-        if not companion.is_encoder or companion.spec.task not in COMPANION_ROLES:
-            raise InputError(f"{companion.path}: only an encoder can be bundled beside a decoder")
-    if len({COMPANION_ROLES[c.spec.task] for c in companions}) < len(companions):
-        raise InputError("two companion encoders serve the same role; bundle one per role")
-    # Each target's encoder recipes, planned before any work: default recipes, the requested formats
-    # where the target has them for encoders (a decoder's --quant names are not an encoder's).
-    companion_request = dataclasses.replace(request, quant=None)
+
+        def export_one(target: TargetRecipe) -> TargetResult:
+            return export_encoder_target(checkpoint, target, request)
+    else:
+        companions = [load_checkpoint(path) for path in request.companions]
+        for companion in companions:
+            if not companion.is_encoder or companion.spec.task not in COMPANION_ROLES:
+                raise InputError(f"{companion.path}: only an encoder can be bundled beside a decoder")
+        if len({COMPANION_ROLES[c.spec.task] for c in companions}) < len(companions):
+            raise InputError("two companion encoders serve the same role; bundle one per role")
+        # Each target's encoder recipes, planned before any work: default recipes, the requested
+        # formats where the target has them for encoders (a decoder's --quant names are not an encoder's).
+        companion_request = dataclasses.replace(request, quant=None)
+
+        def export_one(target: TargetRecipe) -> TargetResult:
+            return export_target(checkpoint, target, request,
+                                 [(c, plan_target(target, companion_request, strict=False, encoder=True))
+                                  for c in companions])
     results = []
     for target in targets:
         with exclusive(request.out_dir, target.name), space_checked(request.out_dir, needed, "the bundle"):
-            results.append(export_target(checkpoint, target, request,
-                                         [(c, plan_target(target, companion_request, strict=False, encoder=True))
-                                          for c in companions]))
+            results.append(export_one(target))
     return results
 
 

@@ -62,7 +62,7 @@ max_seq_len = 128
     ('[[models]]\npath = "{student}"\nformats = "tflite"', "tflite"),
     ('[[models]]\npath = "{student}"\nsurprise = 1', "unknown key 'surprise'"),
     ('[[models]]\npath = "{student}"\n[[models]]\npath = "{student}"', "planned twice"),
-    ('[[models]]\npath = "/nonexistent/model"', "has no config.json"),
+    ("[[models]]\npath = \"/nonexistent/model\"", "/nonexistent/model: model directory does not exist"),
     ('[defaults]\ntargets = ["android"]', "no [[models]] entries"),
     ('[[models]]\npath = "{student}"\nmax_seq_len = -4', "max_seq_len must be a positive integer"),
     ('not toml at all [', "not a TOML file"),
