@@ -16,6 +16,7 @@ import json
 import logging
 import math
 import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,14 +59,20 @@ def check(request: SweepRequest) -> None:
 
 
 def checkpoint_for(shape: str, cache_dir: Path) -> Path:
-    """The shape's random checkpoint in the cache, made on first use (a partial one is remade)."""
+    """The shape's random checkpoint in the cache, made on first use into a staging folder that
+    is renamed into place only when complete (a killed run leaves nothing half-made)."""
     folder = cache_dir / shape
-    if not (folder / "config.json").is_file() or not (folder / "tokenizer.json").is_file():
-        import shutil
+    if not folder.is_dir():
+        from ..atomic import staging_dir, swap_into_place
 
-        shutil.rmtree(folder, ignore_errors=True)
-        with stage(f"make the random {shape}-shaped checkpoint"):
-            make_shape(folder, shape)
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        staging = staging_dir(cache_dir, shape)
+        try:
+            with stage(f"make the random {shape}-shaped checkpoint"):
+                make_shape(staging, shape)
+            swap_into_place(staging, folder)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
     return folder
 
 
@@ -77,8 +84,8 @@ def run_sweep(request: SweepRequest, out_dir: Path | None = None) -> dict[str, A
 
     check(request)
     earlier = _earlier(out_dir, request.shapes)
-    points: list[dict[str, Any]] = [p for p in earlier.get("points", [])]
-    runs = [r for r in earlier.get("runs", [])]
+    points: list[dict[str, Any]] = list(earlier.get("points", []))
+    runs = list(earlier.get("runs", []))
     result: dict[str, Any] = {}
     for shape in request.shapes:
         model = checkpoint_for(shape, request.cache_dir)
