@@ -82,11 +82,7 @@ class BundleVerifier(private val hasher: (File, (Long) -> Unit) -> String = ::sh
         else if (listed.getValue(manifest.tokenizer.path).sha256 != manifest.tokenizer.sha256) {
             problems += BundleProblem(manifest.tokenizer.path, BundleProblem.Kind.DIGEST_MISMATCH, manifest.tokenizer.sha256, listed.getValue(manifest.tokenizer.path).sha256)
         }
-        val artifacts = when (manifest) {
-            is Manifest -> manifest.artifacts.map { Triple(it.format, it.path, it.sha256) }
-            is EncoderManifest -> manifest.artifacts.map { Triple(it.format, it.path, it.sha256) }
-        }
-        for ((format, path, sha256) in artifacts) {
+        for ((format, path, sha256) in manifest.artifactFiles) {
             if (format == "coreml") continue // not for this platform; its files are still checked above
             val members = artifactMembers(path, manifest.files)
             if (members.isEmpty()) {

@@ -29,9 +29,12 @@ sealed interface BundleManifest {
     val files: List<BundleFile>
     val extras: List<ExtraFile>
 
-    /** The artifact formats the bundle holds, in the manifest's order. */
-    val formats: List<String>
+    /** Each artifact's format, path and digest, in the manifest's order. */
+    val artifactFiles: List<ArtifactFile>
 }
+
+/** What every artifact entry has, decoder's or encoder's: what the verifier checks. */
+data class ArtifactFile(val format: String, val path: String, val sha256: String)
 
 @Serializable
 data class Manifest(
@@ -56,7 +59,7 @@ data class Manifest(
     /** The artifact of one format, if the bundle has it. */
     fun artifact(format: ArtifactFormat): Artifact? = artifacts.firstOrNull { it.format == format.key }
 
-    override val formats: List<String> get() = artifacts.map { it.format }
+    override val artifactFiles: List<ArtifactFile> get() = artifacts.map { ArtifactFile(it.format, it.path, it.sha256) }
 }
 
 /** An encoder bundle's manifest.json (docs/MANIFEST.md, Encoders). */
@@ -75,7 +78,7 @@ data class EncoderManifest(
 ) : BundleManifest {
     fun artifact(format: ArtifactFormat): EncoderArtifact? = artifacts.firstOrNull { it.format == format.key }
 
-    override val formats: List<String> get() = artifacts.map { it.format }
+    override val artifactFiles: List<ArtifactFile> get() = artifacts.map { ArtifactFile(it.format, it.path, it.sha256) }
 }
 
 @Serializable

@@ -89,7 +89,7 @@ object ManifestParser {
             )
         }
         if (m.generator.name != "slm-export") fail("manifest.json was not written by slm-export (generator.name is '${m.generator.name}')")
-        if (m.formats.isEmpty()) fail("manifest.json lists no artifacts")
+        if (m.artifactFiles.isEmpty()) fail("manifest.json lists no artifacts")
         if (m.model.maxSeqLen < 1) fail("manifest.json: model.max_seq_len must be at least 1")
         checkPath("tokenizer.path", m.tokenizer.path)
         checkDigest("tokenizer.sha256", m.tokenizer.sha256)
@@ -105,8 +105,10 @@ object ManifestParser {
             if (f.bytes < 0) fail("manifest.json: files[${f.path}].bytes is negative")
             if (!seen.add(f.path)) fail("manifest.json lists ${f.path} twice")
         }
-        for (format in m.formats) {
-            if (format !in setOf("executorch", "onnx", "coreml")) fail("manifest.json: unknown artifact format '$format'")
+        for (a in m.artifactFiles) {
+            if (a.format !in setOf("executorch", "onnx", "coreml")) fail("manifest.json: unknown artifact format '${a.format}'")
+            checkPath("artifacts[${a.format}].path", a.path)
+            checkDigest("artifacts[${a.format}].sha256", a.sha256)
         }
     }
 
@@ -117,8 +119,6 @@ object ManifestParser {
             if (c.task !in taskOutputs) fail("manifest.json: companion ${c.role} has an unknown task '${c.task}'")
         }
         for (a in m.artifacts) {
-            checkPath("artifacts[${a.format}].path", a.path)
-            checkDigest("artifacts[${a.format}].sha256", a.sha256)
             for (c in a.selfTest.cases) {
                 if (c.promptIds.isEmpty() || c.expectedIds.isEmpty()) {
                     fail("manifest.json: self-test case '${c.name}' of ${a.format} has no prompt or expected ids")
@@ -142,8 +142,6 @@ object ManifestParser {
             fail("manifest.json: a ${e.task} encoder has no labels")
         }
         for (a in m.artifacts) {
-            checkPath("artifacts[${a.format}].path", a.path)
-            checkDigest("artifacts[${a.format}].sha256", a.sha256)
             for (c in a.selfTest.cases) {
                 val where = "self-test case '${c.name}' of ${a.format}"
                 if (c.inputIds.isEmpty() || c.inputIds.size > m.model.maxSeqLen) fail("manifest.json: $where has ${c.inputIds.size} ids (1 to ${m.model.maxSeqLen})")
