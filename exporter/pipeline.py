@@ -573,14 +573,6 @@ def check_size_policy(checkpoint: Checkpoint, target: TargetRecipe) -> None:
                          "hold it")
 
 
-# Peak resident memory of an export as a multiple of the model's fp32 weights, by format, measured
-# with -v on random llamas (benchmarks/RESULTS.md, issue #20): ONNX 3.0x (0.5B: the decoder, its
-# fp32 graph and the quantizer's copies), ExecuTorch 2.5x (1B: the decoder and its quantized copy
-# during lowering); Core ML is taken as ONNX's. Above the machine's memory an export would be
-# killed by the kernel part way; it is refused before any weight is read instead.
-MEMORY_FACTOR = {"executorch": 2.5, "onnx": 3.0, "coreml": 3.0}
-
-
 def machine_memory_bytes() -> int:
     """Physical memory (MemTotal), or 0 where it cannot be read."""
     try:
@@ -595,9 +587,11 @@ def check_machine_memory(checkpoint: Checkpoint, formats: set[str]) -> None:
     total = machine_memory_bytes()
     if not total or not formats:
         return
+    # Each format's measured peak as a multiple of the fp32 weights (Registration.memory_factor):
+    # above the machine's memory the export would be killed by the kernel part way.
     weights = 4 * checkpoint.spec.num_parameters
-    worst = max(formats, key=lambda f: MEMORY_FACTOR.get(f, 3.0))
-    peak = weights * MEMORY_FACTOR.get(worst, 3.0)
+    worst = max(formats, key=lambda f: registration(f).memory_factor)
+    peak = weights * registration(worst).memory_factor
     if peak > total:
         raise InputError(f"{checkpoint.path}: {checkpoint.spec.num_parameters:,} parameters ({weights / 2**30:.1f} GiB "
                          f"in fp32) need about {peak / 2**30:.1f} GiB of memory to export to {worst}, and this machine "

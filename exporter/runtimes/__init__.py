@@ -69,19 +69,26 @@ class Registration:
     # encoder_metadata / read_encoder_metadata (None: `module`), and the schemes its emit_encoder accepts.
     encoder_module: str | None = None
     encoder_schemes: tuple[str, ...] = ("none",)
+    # An export's peak resident memory as a multiple of the model's fp32 weights, measured with -v
+    # on random llamas (benchmarks/RESULTS.md, issue #20): pipeline.check_machine_memory refuses a
+    # model whose estimate is above the machine's memory.
+    memory_factor: float = 3.0
 
 
 REGISTRY: dict[str, Registration] = {r.format: r for r in (
     Registration("executorch", "exporter.runtimes.executorch", (".pte",), None,
                  ("none", "8da4w", "8da8w"), device_tokenizer="executorch",
-                 tools=("executorch", "torchao"), encoder_schemes=("none", "8da8w")),
+                 tools=("executorch", "torchao"), encoder_schemes=("none", "8da8w"),
+                 memory_factor=2.5),  # 1B: the decoder and its quantized copy
     Registration("onnx", "exporter.runtimes.onnx_genai", (), "genai_config.json",
                  ("none", "int4", "int8w", "int8"), bos_always_stated=True, device_tokenizer="genai",
                  tools=("onnx", "onnxscript", "onnxruntime", "onnxruntime-genai"),
-                 encoder_module="exporter.runtimes.onnx_encoder", encoder_schemes=("none", "int8", "int8w")),
+                 encoder_module="exporter.runtimes.onnx_encoder", encoder_schemes=("none", "int8", "int8w"),
+                 memory_factor=3.0),  # 0.5B: the decoder, its fp32 graph and the quantizer's copies
     Registration("coreml", "exporter.runtimes.coreml", (".mlpackage", ".mlmodel"), None,
                  ("none", "fp32", "int4", "int8", "palettize4", "palettize6"), tools=("coremltools",),
-                 encoder_schemes=("none", "fp32", "int8")),
+                 encoder_schemes=("none", "fp32", "int8"),
+                 memory_factor=3.0),  # not measured at scale: taken as ONNX's
 )}
 
 def format_names() -> tuple[str, ...]:
