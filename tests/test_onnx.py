@@ -272,3 +272,41 @@ def test_genai_config_is_accepted_and_shares_the_kv_buffer(family_checkpoint, tm
     assert meta["search"]["past_present_share_buffer"] is True
     assert meta["model"]["decoder"]["filename"] == "model.ort"
     assert meta["max_seq_len"] == MAX_SEQ_LEN and meta["eos_ids"] == checkpoint.eos_token_ids
+
+
+def _node_and_initializer_table(model):
+    from onnx import helper
+
+    nodes = [(n.op_type, n.domain, n.name, tuple(n.input), tuple(n.output),
+              tuple(sorted((a.name, helper.get_attribute_value(a)) for a in n.attribute))) for n in model.graph.node]
+    initializers = {i.name: (tuple(i.dims), i.data_type, onnx.numpy_helper.to_array(i).tobytes())
+                    for i in model.graph.initializer}
+    return nodes, initializers
+
+
+@pytest.mark.parametrize(("bits", "block", "level"), [(4, 32, 4), (8, 32, 0), (4, 128, 4)])
+def test_in_place_nbits_quantizer_writes_what_onnxruntimes_quantizer_writes(bits, block, level, family_checkpoint):
+    """onnx_graph.quantize_nbits replaces each weight in place (never the whole fp32 graph beside
+    the quantized one); its graph must be onnxruntime's MatMulNBitsQuantizer's, byte for byte
+    (block 128 > K: padded blocks), with excluded nodes left as they are."""
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    from exporter.runtimes import onnx_graph
+
+    checkpoint = load_checkpoint(family_checkpoint("llama", "llama3-rope-tied-gqa2"))
+    model = onnx_genai._export(build_model(checkpoint, MAX_SEQ_LEN))
+    onnx_graph.fold_weight_transposes(model)
+    exclude = sorted(onnx_graph.weight_matmuls(model))[:3]
+    theirs = onnx.ModelProto()
+    theirs.CopyFrom(model)
+    quantizer = MatMulNBitsQuantizer(theirs, bits=bits, block_size=block, is_symmetric=True, accuracy_level=level,
+                                     nodes_to_exclude=exclude, op_types_to_quantize=("MatMul",))
+    quantizer.process()
+    theirs = quantizer.model.model
+    ours = onnx_graph.quantize_nbits(model, bits, block, level, exclude=exclude)
+    our_nodes, our_initializers = _node_and_initializer_table(ours)
+    their_nodes, their_initializers = _node_and_initializer_table(theirs)
+    assert sum(n[0] == "MatMulNBits" for n in our_nodes) > 0 and sum(n[0] == "MatMul" for n in our_nodes) >= 3
+    assert our_nodes == their_nodes
+    assert our_initializers == their_initializers
+    assert {(o.domain, o.version) for o in ours.opset_import} == {(o.domain, o.version) for o in theirs.opset_import}
