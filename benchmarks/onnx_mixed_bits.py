@@ -20,7 +20,7 @@ from pathlib import Path
 import onnx
 from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
-from exporter.checkpoint import load_checkpoint
+from exporter.checkpoint import build_model, load_checkpoint
 from exporter.pipeline import build_reference, copy_tokenizer_files
 from exporter.runtimes import onnx_genai, onnx_graph
 from exporter.verify import measure_text
@@ -58,9 +58,11 @@ def quantize(base, weights: dict[str, str], variant: dict):
 def main(model_dir: str, variants: list[dict]) -> None:
     checkpoint = load_checkpoint(Path(model_dir))
     max_seq_len = 512
-    decoder, references = build_reference(checkpoint, max_seq_len)
+    references = build_reference(checkpoint, max_seq_len)
     metadata = onnx_genai.artifact_metadata(checkpoint, max_seq_len)
-    base = onnx_genai._export(copy.deepcopy(decoder))
+    decoder = build_model(checkpoint, max_seq_len)
+    spec = decoder.spec
+    base = onnx_genai._export(decoder)  # consumes the decoder's weights
     onnx_graph.fold_weight_transposes(base, shared="copy")
     initializers = {i.name for i in base.graph.initializer}
     weights = {n.name: n.input[1] for n in base.graph.node
@@ -70,7 +72,7 @@ def main(model_dir: str, variants: list[dict]) -> None:
         folder = Path(tempfile.mkdtemp(prefix="onnx-mixed-"))
         try:
             onnx.save_model(model, str(folder / onnx_genai.ONNX_FILE))
-            onnx_genai._to_ort(folder, decoder.spec)
+            onnx_genai._to_ort(folder, spec)
             (folder / onnx_genai.CONFIG_FILE).write_text(json.dumps(metadata))
             copy_tokenizer_files(checkpoint, folder)
             start = time.monotonic()

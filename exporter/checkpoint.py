@@ -1,13 +1,14 @@
 """Stage 1, load: a Hugging Face-layout directory -> `Checkpoint`.
 
 Reads config.json, model.safetensors (or shards with model.safetensors.index.json),
-tokenizer.json and, when present, tokenizer_config.json and generation_config.json. Weights stay
-memory-mapped by safetensors until `build_model` copies them into the module. Pickle weights are
-refused: loading them executes code.
+tokenizer.json and, when present, tokenizer_config.json and generation_config.json. Weights are
+read tensor by tensor when `build_model` copies them into the module (_TensorFiles). Pickle
+weights are refused: loading them executes code.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from .chat import TEMPLATE_FILES, ChatSpec, load_chat_spec
 from .errors import InputError
@@ -517,8 +519,24 @@ def require_decoder(checkpoint: Checkpoint, command: str) -> None:
                               f"is an encoder ({checkpoint.model_type}, {checkpoint.spec.task})")
 
 
+@contextlib.contextmanager
+def _without_random_init():
+    """nn.Linear and nn.Embedding allocate their weights without drawing random values:
+    load_weights overwrites every parameter (and raises when one is missing), and the draws took
+    17.4 s of the 28 s it took to build the 1B shape's decoder on 2 cores."""
+    saved = {cls: cls.reset_parameters for cls in (nn.Linear, nn.Embedding)}
+    try:
+        for cls in saved:
+            cls.reset_parameters = lambda self: None
+        yield
+    finally:
+        for cls, method in saved.items():
+            cls.reset_parameters = method
+
+
 def build_model(checkpoint: Checkpoint, max_positions: int | None = None) -> Decoder | Encoder:
     """An fp32 eval-mode Decoder (or Encoder) holding the checkpoint's weights."""
-    model = build(checkpoint.spec, max_positions)
+    with _without_random_init():
+        model = build(checkpoint.spec, max_positions)
     load_weights(checkpoint, model)
     return model.eval()

@@ -1,8 +1,10 @@
 """The export pipeline, as a recipe. Each stage is a function from one artifact to the next:
 
 1. load      checkpoint dir -> Checkpoint                       (checkpoint.load_checkpoint)
-2. reference Checkpoint -> fp32 Decoder + reference greedy ids/logits per prompt (reference, verify)
-3. quantize  Decoder -> quantized copy, with the runtime's own tool   (runtimes/<format>.emit)
+2. reference Checkpoint -> reference greedy ids/logits per prompt (reference, verify); the fp32
+             decoder that computed them is freed
+3. quantize  a decoder built anew from the checkpoint for each emit (which may consume it), with
+             the runtime's own tool                                   (runtimes/<format>.emit)
 4. emit      -> artifact file(s) in a staging directory               (runtimes/<format>.emit)
 5. verify    artifact through its real runtime vs the reference      (verify.verify_artifact)
 6. publish   manifest (with golden self-test vectors), tokenizer, parity report; staging renamed
@@ -13,7 +15,6 @@
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import json
 import logging
@@ -246,9 +247,10 @@ class References:
                 "text": [t.to_json() for t in self.text]}
 
 
-def build_reference(checkpoint: Checkpoint, max_seq_len: int) -> tuple[Any, References]:
-    """Stage 2: the fp32 decoder, its greedy continuation + logits for every prompt, and its
-    figures on the held-out text."""
+def build_reference(checkpoint: Checkpoint, max_seq_len: int) -> References:
+    """Stage 2: the fp32 decoder's greedy continuation + logits for every prompt, and its figures
+    on the held-out text. The decoder is not kept: each emit gets one of its own (fresh_decoder),
+    so a format's export never has the reference's weights beside its own."""
     from .tokenizer import load_tokenizer
 
     with stage("reference (fp32 PyTorch)"):
@@ -261,7 +263,16 @@ def build_reference(checkpoint: Checkpoint, max_seq_len: int) -> tuple[Any, Refe
             cases.append((f"chat: {vector['name']}", vector["ids"][:max_seq_len - new_tokens(max_seq_len)]))
         prompts = make_reference(reference_lm, cases, new_tokens(max_seq_len), checkpoint.eos_token_ids)
         text = make_text_reference(reference_lm, tokenize_quality_text(tokenizer, max_seq_len))
-    return decoder, References(prompts, text)
+    return References(prompts, text)
+
+
+def fresh_decoder(checkpoint: Checkpoint, max_seq_len: int):
+    """The fp32 decoder for one emit, built from the checkpoint as the reference's was (tensor by
+    tensor, without random initialisation). An emit may release its weights as it copies them
+    into its own graph; a deep copy of a kept decoder would hold two models at the peak (12.2 GB
+    for the 1B shape's ExecuTorch stage, RESULTS.md)."""
+    with stage("load weights"):
+        return build_model(checkpoint, max_seq_len)
 
 
 # A phone cannot hold a larger KV cache; asking for one is a mistake, not a slow export.
@@ -314,16 +325,17 @@ class Candidate:
         return f"{self.recipe} {self.bytes / 1e6:.1f} MB: {quality_line(self.parity)}"
 
 
-def emit_and_verify(module, decoder, recipe: QuantRecipe, thresholds, max_seq_len: int, meta: dict[str, Any],
+def emit_and_verify(module, recipe: QuantRecipe, thresholds, max_seq_len: int, meta: dict[str, Any],
                     checkpoint: Checkpoint, references: References, staging: Path) -> tuple[Path, list, Candidate]:
     """Stages 3-5 for one recipe: emit into staging/<format>, set its extras aside, verify."""
     fmt = module.FORMAT
     start = time.monotonic()
     with stage(f"emit {fmt} ({recipe.name})"):
-        path = module.emit(copy.deepcopy(decoder), recipe, max_seq_len, meta, staging / fmt)
+        path = module.emit(fresh_decoder(checkpoint, max_seq_len), recipe, max_seq_len, meta, staging / fmt)
         if module.TOKENIZER_IN_ARTIFACT:
             copy_tokenizer_files(checkpoint, path)
         extras = set_aside_extras(module, path, staging)
+    release_memory()  # the emit's graphs, before the verifying session loads the artifact
     rel = path.relative_to(staging).as_posix()
     with stage(f"verify {rel}"):
         parity = verify_artifact(module.open_session(path), references.prompts, thresholds,
@@ -333,7 +345,7 @@ def emit_and_verify(module, decoder, recipe: QuantRecipe, thresholds, max_seq_le
     return path, extras, Candidate(recipe.name, artifact_digest(path)[0], time.monotonic() - start, parity)
 
 
-def search(module, decoder, candidates: list[QuantRecipe], gate, max_seq_len: int, meta: dict[str, Any],
+def search(module, candidates: list[QuantRecipe], gate, max_seq_len: int, meta: dict[str, Any],
            checkpoint: Checkpoint, references: References, staging: Path) -> tuple[Path, list, list[Candidate]]:
     """`--quant auto`: emit and verify each candidate, smallest first, against the format's gate;
     the first that passes stays in staging/<format>. Returns it (or the last tried, when none
@@ -348,14 +360,15 @@ def search(module, decoder, candidates: list[QuantRecipe], gate, max_seq_len: in
         if not last and hasattr(module, "estimate_session"):
             with stage(f"auto {module.FORMAT}: estimate {recipe.name} (eager)"):
                 start = time.monotonic()
-                estimate = measure_text(module.estimate_session(decoder, recipe, max_seq_len), references.text)
+                estimate = measure_text(module.estimate_session(fresh_decoder(checkpoint, max_seq_len), recipe,
+                                                                max_seq_len), references.text)
             if far_below(estimate, gate):
                 log.info("auto %s: %s skipped, its eager estimate is far from the gate: text top1 %.3f, ppl %+.1f%%",
                          module.FORMAT, recipe.name, estimate["text_top1"], 100 * estimate["ppl_change"])
                 tried.append(Candidate(recipe.name, 0, time.monotonic() - start, None, estimate))
                 continue
         with stage(f"auto {module.FORMAT}: candidate {i + 1}/{len(candidates)} ({recipe.name})"):
-            path, extras, candidate = emit_and_verify(module, decoder, recipe, gate, max_seq_len, meta, checkpoint,
+            path, extras, candidate = emit_and_verify(module, recipe, gate, max_seq_len, meta, checkpoint,
                                                       references, staging)
         tried.append(candidate)
         if candidate.parity.passed:
@@ -423,7 +436,7 @@ def export_target(checkpoint: Checkpoint, target: TargetRecipe, request: ExportR
              ", ".join(f"{f} ({' -> '.join(r.name for r in recipes)})" for f, (recipes, _) in plans.items()),
              max_seq_len)
 
-    decoder, references = build_reference(checkpoint, max_seq_len)
+    references = build_reference(checkpoint, max_seq_len)
     release_memory()
 
     staging = make_staging(request.out_dir, target.name)
@@ -434,11 +447,11 @@ def export_target(checkpoint: Checkpoint, target: TargetRecipe, request: ExportR
             module = modules[fmt]
             meta = module.artifact_metadata(checkpoint, max_seq_len)
             if gate is None:
-                path, fmt_extras, chosen = emit_and_verify(module, decoder, candidates[0], candidates[0].thresholds,
+                path, fmt_extras, chosen = emit_and_verify(module, candidates[0], candidates[0].thresholds,
                                                            max_seq_len, meta, checkpoint, references, staging)
                 tried = [chosen]
             else:
-                path, fmt_extras, tried = search(module, decoder, candidates, gate, max_seq_len, meta, checkpoint,
+                path, fmt_extras, tried = search(module, candidates, gate, max_seq_len, meta, checkpoint,
                                                  references, staging)
                 searches[fmt] = tried
             extras += fmt_extras
@@ -698,7 +711,7 @@ def verify_bundle(bundle: Path, model_dir: Path | None = None, target_file: str 
         checkpoint = load_checkpoint(model_dir)
         if checkpoint.digest() != manifest["model"]["source_sha256"]:
             problems.append(f"{model_dir}: checkpoint digest differs from the manifest's source_sha256")
-        references = build_reference(checkpoint, max_seq_len)[1]
+        references = build_reference(checkpoint, max_seq_len)
     else:
         references = load_references(bundle, manifest)
     if not any(p.startswith("tokenizer") for p in problems):  # a changed tokenizer is already a failure

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import copy
 import shutil
 
 import numpy as np
@@ -21,7 +22,8 @@ MAX_SEQ_LEN = 64
 
 
 def _emit(checkpoint, out_dir, recipe="fp32", params=None, decoder=None):
-    decoder = decoder or build_model(checkpoint, MAX_SEQ_LEN)
+    # emit consumes its decoder (frees its weights): a test's own decoder is given as a copy.
+    decoder = copy.deepcopy(decoder) if decoder is not None else build_model(checkpoint, MAX_SEQ_LEN)
     return coreml.emit(decoder, QuantRecipe(recipe, params or {}, Thresholds()), MAX_SEQ_LEN,
                        coreml.artifact_metadata(checkpoint, MAX_SEQ_LEN), out_dir)
 

@@ -311,8 +311,8 @@ def test_student_llm_runs_and_decodes_fast(tmp_path):
     from exporter.student import STUDENT_DIR
 
     checkpoint = load_checkpoint(STUDENT_DIR)
-    decoder = build_model(checkpoint, 128).eval()
-    path = coreml.emit(decoder, QuantRecipe("none", {}, Thresholds()), 128, {}, tmp_path)
+    path = coreml.emit(build_model(checkpoint, 128), QuantRecipe("none", {}, Thresholds()), 128, {}, tmp_path)
+    decoder = build_model(checkpoint, 128)  # emit consumed its own
     program = MILProgram.load(path)
     assert program.op_types() <= SUPPORTED_OPS, program.op_types() - SUPPORTED_OPS
     assert program.state_names == ["keyCache", "valueCache"]

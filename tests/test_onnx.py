@@ -127,8 +127,10 @@ def test_blocks_beyond_the_traced_two_are_exported(family, case, layers, more, t
     inputs, outputs = onnx_genai.io_names(layers)
     assert [i.name for i in graph.input if i.name.startswith("past")] == [i for i in inputs if i.startswith("past")]
     assert [o.name for o in graph.output] == outputs
-    # The decoder given to emit is left as it was (fused modules swapped back, all blocks).
+    # The decoder given to emit keeps its structure (fused modules swapped back, all blocks), and
+    # its weights are freed: the graph holds them (models.release_weights).
     assert len(decoder.layers) == layers and type(decoder.layers[-1].attn).__name__ == "Attention"
+    assert all(p.numel() == 0 for p in decoder.parameters())
     _assert_genai_matches_reference(checkpoint, folder)
 
 

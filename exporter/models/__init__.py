@@ -23,6 +23,16 @@ REFUSED_ENCODERS = {
 }
 
 
+def release_weights(module) -> None:
+    """Frees every parameter of `module` in place (each becomes an empty tensor), whoever else
+    holds the module: an emit that has copied the weights into its own graph gives them back
+    before its next, memory-hungry step. The module cannot compute afterwards."""
+    import torch
+
+    for parameter in module.parameters():
+        parameter.data = torch.empty(0, dtype=parameter.dtype)
+
+
 def family_of(model_type: str) -> Family | None:
     return MODELS.get(model_type) or ENCODERS.get(model_type)
 
@@ -37,4 +47,4 @@ def build(spec: DecoderSpec | EncoderSpec, max_positions: int | None = None) -> 
 
 
 __all__ = ["ENCODERS", "MODELS", "REFUSED_ENCODERS", "ConfigError", "Decoder", "DecoderSpec", "Encoder",
-           "EncoderSpec", "Family", "HFConfig", "build", "family_of", "supported_model_types"]
+           "EncoderSpec", "Family", "HFConfig", "build", "family_of", "release_weights", "supported_model_types"]

@@ -35,6 +35,8 @@ class Runtime(Protocol):
 
     def artifact_metadata(self, checkpoint, max_seq_len: int) -> dict[str, Any]: ...  # what the app reads from the file
 
+    # The decoder is the emit's to consume: it may quantize it in place or free its weights once
+    # its own graph holds them (models.release_weights), so the caller passes one it does not reuse.
     def emit(self, decoder, recipe, max_seq_len: int, metadata: dict[str, Any], out_dir: Path) -> Path: ...
 
     def open_session(self, path: Path) -> Session: ...

@@ -40,7 +40,7 @@ import torch
 from torch import nn
 
 from ..errors import ExportError
-from ..models import Decoder
+from ..models import Decoder, release_weights
 from ..recipes import QuantRecipe
 
 log = logging.getLogger(__name__)
@@ -250,6 +250,7 @@ def emit(decoder: Decoder, recipe: QuantRecipe, max_seq_len: int, metadata: dict
     mlmodel = _convert(decoder, max_seq_len, fp32=scheme == "fp32",
                        fp32_statistics=bool(recipe.params.get("fp32_statistics", True)),
                        fp32_residual=bool(recipe.params.get("fp32_residual", True)))
+    release_weights(decoder)  # the MIL program holds its own (fp16) copy; compression makes another
     return _compress_and_save(mlmodel, recipe, metadata, out_dir)
 
 

@@ -42,7 +42,7 @@ import torch
 from torch import nn
 
 from ..errors import ExportError
-from ..models import Decoder
+from ..models import Decoder, release_weights
 from ..recipes import QuantRecipe
 
 log = logging.getLogger(__name__)
@@ -195,10 +195,16 @@ def _export(decoder: Decoder):
             return name
         return base + (LOCAL_TABLES if windows[index] else "")
 
+    def consume_block(index: int) -> dict[str, np.ndarray]:
+        """Block `index`'s weights for its copy in the graph; the decoder's own are freed as the
+        graph takes them (their arrays live until copied), so the graph and the decoder never
+        both hold every block (1B shape: 4.9 GB of fp32 weights)."""
+        weights = {name: t.detach().numpy() for name, t in fused_block_weights(decoder, index).items()}
+        release_weights(decoder.layers[index])
+        return weights
+
     if spec.num_layers > traced:
-        onnx_graph.repeat_block(model, spec.num_layers, lambda index: {
-            name: t.detach().numpy() for name, t in fused_block_weights(decoder, index).items()}, windows,
-            tables_of_layer)
+        onnx_graph.repeat_block(model, spec.num_layers, consume_block, windows, tables_of_layer)
         # Tables the traced blocks did not read (both sliding: no global tables) but a copy does.
         from onnx import numpy_helper
 
@@ -206,6 +212,7 @@ def _export(decoder: Decoder):
         wanted = {i for n in model.graph.node for i in n.input if i.removesuffix(LOCAL_TABLES) in ("cos_cache", "sin_cache")}
         model.graph.initializer.extend(numpy_helper.from_array(getattr(wrapper, name).numpy(), name)
                                        for name in sorted(wanted - present))
+    release_weights(decoder)  # the graph holds its own copy of every weight now
     onnx_graph.strip_metadata(model)
     # The shapes the exporter recorded for intermediate values and weights go stale under our
     # rewrites (weights transposed in place, copied blocks); onnxruntime infers its own.
