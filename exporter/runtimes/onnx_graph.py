@@ -7,11 +7,14 @@ traces is in onnx_ops.py.)
 from __future__ import annotations
 
 import ast
+import logging
 import re
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 # --- repeat a traced block ------------------------------------------------------------------------
 # torch.export and the exporter's decompositions cost ~10 ms per traced op with the 2 x num_layers
@@ -451,40 +454,46 @@ def share_embedding_with_nbits_head(model, block_size: int, bits: int = 4) -> bo
 def convert_to_ort(onnx_path: Path, ort_path: Path, feeds: dict[str, np.ndarray]) -> float:
     """model.onnx -> model.ort + required_operators.config beside it, the way onnxruntime's
     converter does it (`python -m onnxruntime.tools.convert_onnx_models_to_ort --optimization_style
-    Fixed`, in its _convert: an InferenceSession with every optimization that saves the optimized
-    graph in ORT format; NchwcTransformer off as for a non-amd64 target), in this process: the
-    subprocess cost ~1 s of start-up. Returns the max abs difference over every output between
-    that session (the optimized model.onnx) and model.ort loaded back, on `feeds` (those the
-    graph reads: the exporter drops an input no node reads, such as position_ids)."""
+    Fixed`), in a child process that makes the bytes reproducible (exporter/runtimes/ort_convert.py).
+    Returns the max abs difference over every output between the optimized model.onnx and
+    model.ort loaded back, on `feeds` (those the graph reads: the exporter drops an input no node
+    reads, such as position_ids)."""
+    import io
+    import subprocess
+
     import onnxruntime as ort
     from onnxruntime.tools.ort_format_model import create_config_from_models
 
     from ..errors import ExportError
+    from . import ort_convert
 
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.optimized_model_filepath = str(ort_path)
-    options.add_session_config_entry("session.qdqisint8allowed", "0")
-    options.add_session_config_entry("session.save_model_format", "ORT")
-
-    def run(session) -> list:
-        wanted = {i.name for i in session.get_inputs()}
-        return session.run(None, {k: v for k, v in feeds.items() if k in wanted})
-
+    if ort_path.parent != onnx_path.parent:
+        raise ValueError("model.ort is written beside model.onnx")
+    packed = io.BytesIO()
+    np.savez(packed, **feeds)
+    done = subprocess.run(ort_convert.command(onnx_path.name, ort_path.name), cwd=onnx_path.parent,
+                          env=ort_convert.environment(), input=packed.getvalue(), capture_output=True, check=False)
+    if done.returncode != 0:
+        lines = done.stderr.decode(errors="replace").strip().splitlines() or [f"exit status {done.returncode}"]
+        raise ExportError(f"ORT format conversion failed: {lines[-1]}")
+    before = np.load(io.BytesIO(done.stdout))
+    if not bool(before["layout_fixed"]):
+        log.warning("model.ort is not byte-reproducible on this machine: address randomisation could not be "
+                    "turned off for its conversion (docs/TRUST.md)")
     try:
-        # One session at a time: each holds its own prepacked copy of the weights.
-        before = run(ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"],
-                                          disabled_optimizers=["NchwcTransformer"]))
-        after = run(ort.InferenceSession(str(ort_path), providers=["CPUExecutionProvider"]))
+        session = ort.InferenceSession(str(ort_path), providers=["CPUExecutionProvider"])
+        wanted = {i.name for i in session.get_inputs()}
+        after = session.run(None, {k: v for k, v in feeds.items() if k in wanted})
     except Exception as error:  # onnxruntime's Fail/InvalidGraph/... derive from Exception only
-        raise ExportError(f"ORT format conversion failed: {error}") from error
-    difference = max(float(np.abs(np.asarray(a, dtype=np.float32) - np.asarray(b, dtype=np.float32)).max())
-                     for a, b in zip(before, after, strict=True))
+        raise ExportError(f"model.ort does not load: {error}") from error
+    del session
+    outputs = sorted((k for k in before.files if k.startswith("output_")), key=lambda k: int(k.split("_")[1]))
+    difference = max(float(np.abs(before[k].astype(np.float32) - np.asarray(b, dtype=np.float32)).max())
+                     for k, b in zip(outputs, after, strict=True))
     config = ort_path.parent / "required_operators.config"
     create_config_from_models([ort_path], config, enable_type_reduction=False)
     # The config names the (staging) path of the model in a comment: drop it so the file is
-    # reproducible. model.ort itself is not byte-reproducible (ORT's serializer lays the
-    # flatbuffer out differently from run to run); model.onnx is, and the outputs are compared.
+    # reproducible.
     config.write_text("".join(line for line in config.read_text().splitlines(keepends=True)
                               if not line.startswith("# - ")))
     return difference
