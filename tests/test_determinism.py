@@ -25,11 +25,28 @@ def _logits(package) -> np.ndarray:
 
 @pytest.mark.slow
 def test_two_exports_are_byte_identical(family_checkpoint, tmp_path):
+    import logging
+
+    class Stages(logging.Handler):
+        def emit(self, record):
+            messages.append(record.getMessage())
+
     model = family_checkpoint("llama", "llama3-rope-tied-gqa2")
     trees = []
-    for run in ("first", "second"):
-        export(ExportRequest(model, tmp_path / run, ("android", "ios"), quant="none", max_seq_len=48, bundle=False))
-        trees.append(_tree(tmp_path / run))
+    logger, handler = logging.getLogger("exporter"), Stages(logging.INFO)
+    level = logger.level
+    logger.addHandler(handler), logger.setLevel(logging.INFO)
+    try:
+        for run in ("first", "second"):
+            messages = []
+            export(ExportRequest(model, tmp_path / run, ("android", "ios"), quant="none", max_seq_len=48,
+                                 bundle=False))
+            # One fp32 reference per run: the second target (same cache length) reuses the first's.
+            assert [m for m in messages if m.startswith("reference (fp32 PyTorch) ...")] == [
+                "reference (fp32 PyTorch) ..."], messages
+            trees.append(_tree(tmp_path / run))
+    finally:
+        logger.removeHandler(handler), logger.setLevel(level)
     first, second = trees
     assert first.keys() == second.keys()
 
