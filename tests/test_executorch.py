@@ -70,6 +70,21 @@ def test_pte_carries_the_runner_metadata(family_checkpoint, tmp_path):
     assert meta["get_eos_ids"] == checkpoint.eos_token_ids
 
 
+def test_lowering_leaves_no_graph_in_executorchs_globals(family_checkpoint, tmp_path):
+    """The partitioners' `why` loggers and is_same_node's cache kept the last lowered program,
+    weights included, alive for the rest of the run (3 GB per emit at 1B); emit drops them."""
+    import sys
+
+    from executorch.exir.backend.utils import WhyNoPartition, is_same_node
+
+    _export(load_checkpoint(family_checkpoint("qwen2", "gqa4-untied")), tmp_path)
+    loggers = [v for name, m in list(sys.modules.items()) if name.startswith("executorch.") and m is not None
+               for v in vars(m).values() if isinstance(v, WhyNoPartition)]
+    assert loggers, "the XNNPACK partitioners' loggers were not found: the rule this test guards has moved"
+    assert [w for w in loggers if w.node is not None] == []
+    assert is_same_node.cache_info().currsize == 0
+
+
 # llama runs on ExecuTorch's LLM kernels (update_cache + custom_sdpa); mistral's window (24) is
 # narrower than the cache, so it keeps the masked path. Both must carry state the same way.
 @pytest.mark.parametrize("family, case, kernels", [("llama", FAMILY_CASES["llama"][0][0], True),

@@ -230,20 +230,48 @@ def _lower_and_write(program, metadata: dict[str, Any], out_dir: Path, memory_pl
 
     from ..progress import stage
 
-    with stage("lower to XNNPACK"):
-        edge = to_edge_transform_and_lower(
-            program, partitioner=[XnnpackPartitioner()],
-            compile_config=EdgeCompileConfig(_check_ir_validity=False), constant_methods=metadata)
-        et = edge.to_executorch(ExecutorchBackendConfig(
-            extract_delegate_segments=True,
-            do_quant_fusion_and_const_prop=True,  # needed by quantized embeddings
-            **({"memory_planning_pass": memory_planning} if memory_planning is not None else {}),
-            sym_shape_eval_pass=ConstraintBasedSymShapeEvalPass()))
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / FILENAME
-    with open(path, "wb") as f:
-        et.write_to_file(f)
+    try:
+        with stage("lower to XNNPACK"):
+            edge = to_edge_transform_and_lower(
+                program, partitioner=[XnnpackPartitioner()],
+                compile_config=EdgeCompileConfig(_check_ir_validity=False), constant_methods=metadata)
+            et = edge.to_executorch(ExecutorchBackendConfig(
+                extract_delegate_segments=True,
+                do_quant_fusion_and_const_prop=True,  # needed by quantized embeddings
+                **({"memory_planning_pass": memory_planning} if memory_planning is not None else {}),
+                sym_shape_eval_pass=ConstraintBasedSymShapeEvalPass()))
+        out_dir.mkdir(parents=True, exist_ok=True)
+        path = out_dir / FILENAME
+        with open(path, "wb") as f:
+            et.write_to_file(f)
+    finally:
+        _forget_lowered_graphs()
     return path
+
+
+def _forget_lowered_graphs() -> None:
+    """ExecuTorch's lowering keeps the last lowered program alive in module globals: the
+    partitioners' `why` loggers (WhyNoPartition) remember the last node they refused, and
+    `exir.backend.utils.is_same_node` is an unbounded lru_cache of node pairs; a node holds its
+    graph, the graph its lowered module, and that the original exported program with the
+    quantized weights. That kept 3 GB per ExecuTorch emit of the 1B shape resident for the rest
+    of the run (two emits under `--target all`, so 6 GB under Core ML's conversion). So does
+    torch's ShapeEnv: its methods' lru_caches are keyed by the ShapeEnv, whose fake-tensor cache
+    holds the lowered module. All are caches: clearing them costs a later export nothing it needs."""
+    import sys
+
+    from executorch.exir.backend.utils import WhyNoPartition, is_same_node
+    from torch.fx.experimental.symbolic_shapes import ShapeEnv
+
+    is_same_node.cache_clear()
+    for method in vars(ShapeEnv).values():
+        if hasattr(method, "cache_clear"):
+            method.cache_clear()
+    for name, module in list(sys.modules.items()):
+        if name.startswith("executorch.") and module is not None:
+            for value in list(vars(module).values()):
+                if isinstance(value, WhyNoPartition):
+                    value.node = None
 
 
 class Session:
