@@ -11,6 +11,7 @@ estimate `--quant auto` uses to skip a candidate; only runtimes with one can be 
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from dataclasses import dataclass
@@ -81,7 +82,7 @@ def layer_sensitivity(checkpoint: Checkpoint, module, recipe: QuantRecipe, max_s
     todo = parts(decoder)
     for i, part in enumerate(todo):
         with stage(f"sensitivity {i + 1}/{len(todo)}: {recipe.name} on {part.name} only"):
-            session = module.estimate_session(decoder, recipe, max_seq_len, only=part.holds)
+            session = module.estimate_session(copy.deepcopy(decoder), recipe, max_seq_len, only=part.holds)
             measured = measure_text(session, refs)
         rows.append({"part": part.name, "kind": part.kind, "top1_loss": 1 - measured["text_top1"],
                      "text_top1": measured["text_top1"], "ppl_change": measured["ppl_change"]})

@@ -24,29 +24,28 @@ def _logits(package) -> np.ndarray:
 
 
 @pytest.mark.slow
-def test_two_exports_are_byte_identical(family_checkpoint, tmp_path):
+def test_two_exports_are_byte_identical(family_checkpoint, tmp_path, caplog):
     import logging
-
-    class Stages(logging.Handler):
-        def emit(self, record):
-            messages.append(record.getMessage())
 
     model = family_checkpoint("llama", "llama3-rope-tied-gqa2")
     trees = []
-    logger, handler = logging.getLogger("exporter"), Stages(logging.INFO)
-    level = logger.level
-    logger.addHandler(handler), logger.setLevel(logging.INFO)
+    # caplog's handler on the exporter's logger itself, not through the root: the command's
+    # logging setup turns propagation off (and through both, each record would count twice).
+    logger = logging.getLogger("exporter")
+    propagate, logger.propagate = logger.propagate, False
+    logger.addHandler(caplog.handler)
     try:
         for run in ("first", "second"):
-            messages = []
-            export(ExportRequest(model, tmp_path / run, ("android", "ios"), quant="none", max_seq_len=48,
-                                 bundle=False))
+            caplog.clear()
+            with caplog.at_level(logging.INFO, logger="exporter"):
+                export(ExportRequest(model, tmp_path / run, ("android", "ios"), quant="none", max_seq_len=48,
+                                     bundle=False))
             # One fp32 reference per run: the second target (same cache length) reuses the first's.
-            assert [m for m in messages if m.startswith("reference (fp32 PyTorch) ...")] == [
-                "reference (fp32 PyTorch) ..."], messages
+            assert caplog.messages.count("reference (fp32 PyTorch) ...") == 1, caplog.messages
             trees.append(_tree(tmp_path / run))
     finally:
-        logger.removeHandler(handler), logger.setLevel(level)
+        logger.removeHandler(caplog.handler)
+        logger.propagate = propagate
     first, second = trees
     assert first.keys() == second.keys()
 

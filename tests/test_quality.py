@@ -142,8 +142,7 @@ def test_eager_estimate_agrees_with_the_xnnpack_artifact(student_text, tmp_path)
 
     checkpoint, refs = student_text
     recipe = load_target("android").formats["executorch"].recipes["8da4w-e8"]
-    decoder = build_model(checkpoint, MAX_SEQ_LEN)
-    estimate = measure_text(et.estimate_session(decoder, recipe, MAX_SEQ_LEN), refs)
+    estimate = measure_text(et.estimate_session(build_model(checkpoint, MAX_SEQ_LEN), recipe, MAX_SEQ_LEN), refs)
     path = et.emit(build_model(checkpoint, MAX_SEQ_LEN), recipe, MAX_SEQ_LEN,
                    et.artifact_metadata(checkpoint, MAX_SEQ_LEN), tmp_path / "executorch")
     real = measure_text(et.open_session(path), refs)

@@ -46,7 +46,7 @@ def test_each_part_quantizes_exactly_its_own_modules(student):
 
 def test_figures_are_exact_for_nothing_quantized_and_rank_the_parts(student):
     checkpoint, decoder, recipe = student
-    nothing = executorch.estimate_session(decoder, recipe, MAX_SEQ_LEN, only=lambda fqn: False)
+    nothing = executorch.estimate_session(copy.deepcopy(decoder), recipe, MAX_SEQ_LEN, only=lambda fqn: False)
     from exporter.reference import ReferenceLM
     from exporter.tokenizer import load_tokenizer
     from exporter.verify import make_text_reference, measure_text, tokenize_quality_text

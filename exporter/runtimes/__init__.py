@@ -48,7 +48,8 @@ class Runtime(Protocol):
     def special_ids(self, metadata: dict[str, Any]) -> tuple[int | None, list[int]]: ...  # (bos, eos) from it
 
     # Optional: estimate_session(decoder, recipe, max_seq_len, only=None) -> Session, the recipe's
-    # quantization on an eager copy (lets --quant auto skip a hopeless candidate, and `sensitivity`).
+    # quantization on the eager decoder it consumes (lets --quant auto skip a hopeless candidate,
+    # and `sensitivity`).
 
 
 @dataclass(frozen=True)

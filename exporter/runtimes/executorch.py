@@ -177,17 +177,16 @@ def quantize(module: nn.Module, recipe: QuantRecipe, only: Callable[[str], bool]
 
 def estimate_session(decoder: Decoder, recipe: QuantRecipe, max_seq_len: int,
                      only: Callable[[str], bool] | None = None):
-    """The recipe's quantization applied by torchao to an eager copy, behind the Session
-    interface: the same integer arithmetic XNNPACK runs (dynamic int8 activations, the same
-    quantized weights), in seconds instead of an export. `--quant auto` uses it to skip a
-    candidate that is far from its gate without exporting it. `only`: as in `quantize`."""
-    import copy
-
+    """The recipe's quantization applied by torchao to `decoder` in place (as emit, it consumes
+    its decoder: a caller that reuses one passes a copy), behind the Session interface: the same
+    integer arithmetic XNNPACK runs (dynamic int8 activations, the same quantized weights), in
+    seconds instead of an export. `--quant auto` uses it to skip a candidate that is far from its
+    gate without exporting it. `only`: as in `quantize`."""
     from ..reference import ReferenceLM
 
-    quantized = copy.deepcopy(decoder).eval()
-    quantize(quantized, recipe, only)
-    return _EagerSession(ReferenceLM(quantized, max_seq_len))
+    decoder.eval()
+    quantize(decoder, recipe, only)
+    return _EagerSession(ReferenceLM(decoder, max_seq_len))
 
 
 class _EagerSession:
