@@ -254,18 +254,14 @@ def _forget_lowered_graphs() -> None:
     `exir.backend.utils.is_same_node` is an unbounded lru_cache of node pairs; a node holds its
     graph, the graph its lowered module, and that the original exported program with the
     quantized weights. That kept 3 GB per ExecuTorch emit of the 1B shape resident for the rest
-    of the run (two emits under `--target all`, so 6 GB under Core ML's conversion). So does
-    torch's ShapeEnv: its methods' lru_caches are keyed by the ShapeEnv, whose fake-tensor cache
-    holds the lowered module. All are caches: clearing them costs a later export nothing it needs."""
+    of the run (two emits under `--target all`, so 6 GB under Core ML's conversion). Clearing
+    both: +35 MB per emit of a 4-layer model instead of +135 MB (benchmarks/executorch_memory.py); what holds the rest (torch's
+    fake-tensor and ShapeEnv caches are on the path; clearing those changed nothing) is not found."""
     import sys
 
     from executorch.exir.backend.utils import WhyNoPartition, is_same_node
-    from torch.fx.experimental.symbolic_shapes import ShapeEnv
 
     is_same_node.cache_clear()
-    for method in vars(ShapeEnv).values():
-        if hasattr(method, "cache_clear"):
-            method.cache_clear()
     for name, module in list(sys.modules.items()):
         if name.startswith("executorch.") and module is not None:
             for value in list(vars(module).values()):

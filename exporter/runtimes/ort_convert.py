@@ -7,12 +7,14 @@ randomisation off for the converting process (Linux `personality(ADDR_NO_RANDOMI
 `setarch -R` does) and nothing else varying before the conversion, the bytes are the same every
 run (docs/TRUST.md). "Nothing else" means: the environment, which Python copies onto the heap (a
 3,000-byte variable changed the bytes), is a fixed one (`-E`, and the parent passes only
-LD_LIBRARY_PATH); the file names are relative; the session is built before the feeds are read. Where the personality
-cannot be set (macOS, a seccomp profile that forbids it) the conversion still runs and says so.
+LD_LIBRARY_PATH); the file names are relative; the session is built before the feeds are read.
+Where the personality cannot be set (macOS, a seccomp profile that forbids it) the conversion
+still runs and says so.
 
 Protocol: run in the folder holding model.onnx as `python -E -P <this file> model.onnx model.ort`
-(by path, so that it needs nothing from the environment to import); stdin carries the feeds (.npz), stdout gets the optimized session's outputs
-(.npz, `output_<i>`) and `layout_fixed` (whether randomisation was off).
+(by path, so that it needs nothing from the environment to import); stdin carries the feeds
+(.npz); stdout gets the optimized session's outputs (.npz, `output_<i>`) and `layout_fixed`
+(whether randomisation was off).
 """
 
 from __future__ import annotations
