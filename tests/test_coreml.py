@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import collections
 import copy
 import shutil
 
@@ -195,3 +196,69 @@ def test_tied_embedding_is_stored_once(recipe, bytes_per_weight, tmp_path):
     # per-channel int8 adds a scale per output row; headers and alignment a little more
     assert weights < spec.num_parameters * bytes_per_weight * 1.1 + 64_000
     assert weights > spec.num_parameters * bytes_per_weight * 0.9
+
+
+@pytest.mark.parametrize("values", [[1.0, -2.5], [65504.0], [65505.0], [-7e4, 1.0], [np.inf, 3.0], [-np.inf],
+                                    [1e38], [3e38, 7e4], [np.nan], [np.nan, 7e4], [0.0] * 9 + [7e4]])
+def test_frugal_overflow_check_agrees_with_coremltools(values):
+    """The fp16 pass coremltools runs and ours differ only in how they test a constant for fp16
+    overflow; on the edges (65504, 1e38, infinities, NaN, the last entry of the last chunk) they agree."""
+    from coremltools.converters.mil import Builder as mb
+    from coremltools.converters.mil.mil.passes.defs.quantization import add_fp16_cast
+    from coremltools.converters.mil.mil.passes.pass_registry import PASS_REGISTRY
+
+    coreml.fp16_precision(lambda op: True)  # registers our pass
+    constant = np.asarray(values, dtype=np.float32).reshape(-1, 1)
+
+    @mb.program(input_specs=[mb.TensorSpec(shape=(1, 1))])
+    def program(x):
+        return mb.add(x=x, y=constant)
+
+    (add,) = [op for op in program.functions["main"].operations if op.op_type == "add"]
+    ours = PASS_REGISTRY["slm_export::add_fp16_cast"]
+    assert ours.fp16_overflow(add) == add_fp16_cast().fp16_overflow(add)
+    assert coreml._fits_fp16(constant, chunk=3) == coreml._fits_fp16(constant)
+
+
+def _float_ops(mlmodel) -> collections.Counter:
+    """The converted program's floating-point ops, each as (type, output dtypes, a constant's
+    bytes), counted. Two conversions in one process differ a little in shape handling, whichever
+    fp16 pass runs (a shape, a slice op more or fewer): integer ops are left out, and the caller
+    compares kinds, not counts, but for `linear`."""
+    from coremltools.converters.mil.mil.types import builtin_to_string
+
+    counted = collections.Counter()
+    for op in mlmodel._mil_program.functions["main"].operations:
+        dtypes = tuple(builtin_to_string(o.dtype) for o in op.outputs)
+        if any(d in ("fp16", "fp32") for d in dtypes):
+            value = op.outputs[0].val if op.op_type == "const" else None
+            counted[(op.op_type, dtypes, None if value is None else np.asarray(value).tobytes())] += 1
+    return counted
+
+
+def test_frugal_fp16_pass_converts_to_the_same_program_as_coremltools(family_checkpoint, monkeypatch):
+    """One linear weight planted past fp16's range (so the overflow check keeps that op in fp32):
+    the program converted with our fp16 pass has coremltools' own floating-point ops, each
+    constant byte for byte."""
+    import coremltools as ct
+
+    checkpoint = load_checkpoint(family_checkpoint("llama", "llama3-rope-tied-gqa2"))
+
+    def converted():
+        decoder = build_model(checkpoint, MAX_SEQ_LEN)
+        with torch.no_grad():
+            decoder.layers[0].mlp.up_proj.weight[0, 0] = 7e4
+        return coreml._convert(decoder, MAX_SEQ_LEN, fp32=False)
+
+    ours = _float_ops(converted())
+
+    def coremltools_own(op_selector):
+        return {"compute_precision": ct.transform.FP16ComputePrecision(op_selector=op_selector)}
+
+    monkeypatch.setattr(coreml, "fp16_precision", coremltools_own)
+    theirs = _float_ops(converted())
+    assert ours.keys() == theirs.keys()
+    assert ours[("linear", ("fp32",), None)] == theirs[("linear", ("fp32",), None)]
+    assert ours[("linear", ("fp16",), None)] == theirs[("linear", ("fp16",), None)]
+    assert ours[("linear", ("fp32",), None)] == 1  # the planted one; every other linear is fp16
+    assert ours[("linear", ("fp16",), None)] == 7 * checkpoint.spec.num_layers  # q k v o gate up down

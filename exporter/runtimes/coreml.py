@@ -106,6 +106,58 @@ class Fp16Selector:
         return not (op.name in self.streams.get(id(block), ()) or keeps_fp32(op, self.statistics))
 
 
+def _fits_fp16(value: np.ndarray, chunk: int = 1 << 22) -> bool:
+    """Whether every finite-magnitude entry of `value` (|v| < 1e38; larger ones are infinities in
+    effect, such as a mask's -inf) lies within fp16's range, read in chunks: the same test as
+    coremltools' add_fp16_cast.fp16_overflow, whose np.where over the whole tensor builds one int64
+    index per entry and dimension (8 times the fp32 weight: 8.7 GB for Llama 3.2 1B's embedding)."""
+    flat = value.reshape(-1)
+    for start in range(0, flat.size, chunk):
+        magnitude = np.abs(flat[start:start + chunk])
+        if ((magnitude > 65504) & (magnitude < 1e38)).any():
+            return False
+    return True
+
+
+def fp16_precision(op_selector) -> dict[str, Any]:
+    """ct.convert's arguments for an fp16 program computed in fp16 where `op_selector` says: its
+    compute_precision, and its pass pipeline with coremltools' add_fp16_cast replaced by the same
+    pass made frugal: its overflow check reads each constant in chunks (_fits_fp16), and its
+    underflow check counts a constant's entries without copying it. Same program (tested); the
+    conversion adds 0.7x the fp32 weights to the decoder's instead of 2.1x (Llama-3.2-1B's shape:
+    3.4 GB instead of 10.4 GB; benchmarks/coreml_memory.py, benchmarks/RESULTS.md)."""
+    import coremltools as ct
+    from coremltools.converters.mil.mil.passes.defs.quantization import add_fp16_cast
+    from coremltools.converters.mil.mil.passes.pass_registry import PASS_REGISTRY, register_pass
+
+    name = "slm_export::add_fp16_cast"
+    if name not in PASS_REGISTRY:
+        @register_pass(namespace="slm_export", name="add_fp16_cast")
+        class _FrugalAddFp16Cast(add_fp16_cast):
+            def fp16_overflow(self, op) -> bool:
+                for value in op.inputs.values():
+                    for var in value if isinstance(value, (list, tuple)) else [value]:
+                        if (var.op is not None and var.op.op_type == "const" and var.is_tensor_or_scalar_of(dtype="fp32")
+                                and not _fits_fp16(np.asarray(var.op.val.val))):
+                            return True
+                return False
+
+            def _check_underflow_to_zero(self, new_var, var) -> None:
+                # coremltools flattens every constant (a copy) only to count its entries.
+                if np.size(var.val) < 400:
+                    super()._check_underflow_to_zero(new_var, var)
+
+    pipeline = ct.PassPipeline()
+    passes = list(pipeline.passes)
+    index = passes.index("common::add_fp16_cast")
+    pipeline.remove_pass(index)
+    pipeline.insert_pass(index, name)
+    pipeline.set_options(name, {"op_selector": op_selector})
+    # FLOAT16, not an FP16ComputePrecision: given one, ct.convert would set the op_selector on
+    # coremltools' own pass, which this pipeline no longer holds.
+    return {"compute_precision": ct.precision.FLOAT16, "pass_pipeline": pipeline}
+
+
 def keeps_fp32(op, statistics: set[str] = FP32_STATISTICS) -> bool:
     """Whether an op of the fp16 program is computed in fp32: the normalisation statistics, and an
     op that only statistics feed and only statistics read. The latter is the eps added between
@@ -188,13 +240,13 @@ def _convert(decoder: Decoder, max_seq_len: int, fp32: bool, fp32_statistics: bo
         program = export(module, example, dynamic_shapes={"inputIds": {1: query}, "causalMask": {2: query, 3: end}},
                          strict=False).run_decompositions({})
     if fp32:
-        precision = ct.precision.FLOAT32
+        precision = {"compute_precision": ct.precision.FLOAT32}
     else:
         # op_selector picks the ops computed in fp16; the normalisation statistics and the residual
         # stream stay fp32. fp32_statistics=False and fp32_residual=False exist to demonstrate the
         # overflows they prevent (tests).
         keep = FP32_STATISTICS if fp32_statistics else set()
-        precision = ct.transform.FP16ComputePrecision(op_selector=Fp16Selector(keep, fp32_residual))
+        precision = fp16_precision(Fp16Selector(keep, fp32_residual))
     state_shape = tuple(module.keyCache.shape)
     with stage("coremltools convert"):
         return ct.convert(
@@ -205,8 +257,7 @@ def _convert(decoder: Decoder, max_seq_len: int, fp32: bool, fp32_statistics: bo
             outputs=[ct.TensorType(name="logits", dtype=np.float32 if fp32 else np.float16)],
             states=[ct.StateType(wrapped_type=ct.TensorType(shape=state_shape, dtype=np.float16), name="keyCache"),
                     ct.StateType(wrapped_type=ct.TensorType(shape=state_shape, dtype=np.float16), name="valueCache")],
-            minimum_deployment_target=ct.target.iOS18, convert_to="mlprogram", compute_precision=precision,
-            skip_model_load=True)
+            minimum_deployment_target=ct.target.iOS18, convert_to="mlprogram", skip_model_load=True, **precision)
 
 
 def _weights_config(mlmodel, op_config):
@@ -389,14 +440,14 @@ def emit_encoder(encoder, recipe: QuantRecipe, max_seq_len: int, metadata: dict[
         program = export(graph, example, dynamic_shapes=tuple({0: batch, 1: tokens} for _ in names),
                          strict=False).run_decompositions({})
     fp32 = scheme == "fp32"
-    precision = ct.precision.FLOAT32 if fp32 else ct.transform.FP16ComputePrecision(
-        op_selector=Fp16Selector(FP32_STATISTICS, keep_stream=False))
+    precision = ({"compute_precision": ct.precision.FLOAT32} if fp32
+                 else fp16_precision(Fp16Selector(FP32_STATISTICS, keep_stream=False)))
     shape = (ct.RangeDim(1, MAX_BATCH, default=1), ct.RangeDim(1, max_seq_len, default=max_seq_len))
     with stage("coremltools convert"):
         mlmodel = ct.convert(program, inputs=[ct.TensorType(name=n, shape=shape, dtype=np.int32) for n in names],
                              outputs=[ct.TensorType(name=n, dtype=np.float32) for n in spec.outputs],
                              minimum_deployment_target=ct.target.iOS17, convert_to="mlprogram",
-                             compute_precision=precision, skip_model_load=True)
+                             skip_model_load=True, **precision)
     return _compress_and_save(mlmodel, recipe, metadata, out_dir)
 
 
