@@ -69,20 +69,31 @@ def space_checked(folder: Path, needed: int, what: str):
                           "untouched") from None
 
 
-@contextmanager
-def one_maker_at_a_time(cache: Path, name: str):
-    """Waits for an exclusive lock on `cache/.making-<name>.lock` and holds it: two processes
-    filling the same cache entry (pytest's workers, CI jobs sharing a cache) make it once; the
-    second waits, then finds it made. The kernel drops the lock of a killed maker."""
+def cached_folder(cache: Path, name: str, make) -> Path:
+    """`cache/name`, made on first use by `make(staging)` in a staging folder swapped into place only
+    when complete (a killed maker leaves nothing half-made), by one process at a time: two
+    processes filling the same entry (pytest's workers, CI jobs sharing a cache) make it once; the
+    second waits on an exclusive lock on `cache/.making-<name>.lock`, then finds it made. The
+    kernel drops the lock of a killed maker."""
     import fcntl
 
+    folder = cache / name
+    if folder.is_dir():
+        return folder
     cache.mkdir(parents=True, exist_ok=True)
     fd = os.open(cache / f".making-{name}.lock", os.O_RDWR | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
+        if not folder.is_dir():  # else made while this process waited
+            staging = staging_dir(cache, name)
+            try:
+                make(staging)
+                swap_into_place(staging, folder)
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
     finally:
         os.close(fd)
+    return folder
 
 
 @contextmanager

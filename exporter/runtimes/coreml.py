@@ -148,8 +148,7 @@ def fp16_precision(op_selector) -> dict[str, Any]:
                     super()._check_underflow_to_zero(new_var, var)
 
     pipeline = ct.PassPipeline()
-    passes = list(pipeline.passes)
-    index = passes.index("common::add_fp16_cast")
+    index = pipeline.passes.index("common::add_fp16_cast")
     pipeline.remove_pass(index)
     pipeline.insert_pass(index, name)
     pipeline.set_options(name, {"op_selector": op_selector})

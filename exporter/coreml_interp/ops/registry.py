@@ -18,7 +18,6 @@ import numpy as np
 # scipy is deliberately optional, not a declared dependency: the interpreter only needs erf, which
 # math.erf gives exactly (vectorised, slower); scipy's is used when it happens to be installed.
 try:
-    # Deliberately optional (not in [project] dependencies): math.erf below without it.
     from scipy.special import erf as _erf  # optional, undeclared: math.erf below without it
 except ImportError:  # pragma: no cover
     _erf_scalar = np.vectorize(math.erf, otypes=[np.float64])
