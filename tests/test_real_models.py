@@ -7,7 +7,7 @@ apply_chat_template ids); Gemma 3 270M's checkpoint against transformers, and it
 onnxruntime-genai past the sliding window.
 `real` (by hand, `pytest -m real`; too long for CI's budget): the whole default export of each model
 for each target (20-60 min each on 2 cores; their figures are in benchmarks/RESULTS.md), and
-SmolLM2's chat through ExecuTorch's runner (8-15 min).
+SmolLM2's chat through ExecuTorch's runner (15 min).
 """
 
 from __future__ import annotations
@@ -141,11 +141,10 @@ def test_smollm2_chat_through_onnx_runtime_genai(smollm2, smollm2_onnx, tmp_path
     _assert_answers_as_a_chat_model(smollm2, json.loads((fp32 / "manifest.json").read_text()), _chat_run(fp32, "onnx"))
 
 
-@pytest.mark.real  # 8 to 15 min on 2 cores: more than CI's budget leaves (the chat path is in test_chat)
-def test_smollm2_chat_through_executorch(tmp_path):
+@pytest.mark.real  # 918 s in the slow suite on 2 cores: more than CI's budget leaves (the chat path is in test_chat)
+def test_smollm2_chat_through_executorch(smollm2, tmp_path):
     """The same through ExecuTorch's runtime (fp32: XNNPACK lowers it in about a third of the time
     8da8w-e8 takes on 2 cores; what this checks is the chat path, not the quantization)."""
-    smollm2 = make_real_checkpoint("smollm2-135m-instruct", _cache())
     done = subprocess.run([sys.executable, "-m", "exporter", "--target", "android", "--formats", "executorch",
                            "--quant", "none", "--model", str(smollm2), "--out", str(tmp_path), "--no-bundle"],
                           capture_output=True, text=True, timeout=3600)
