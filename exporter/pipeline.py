@@ -425,13 +425,55 @@ def search_failure(fmt: str, tried: list[Candidate], checkpoint: Checkpoint, tar
               f"or ship the last one tried with its loss recorded: --accept-quality-loss; report: {report}")
 
 
+@dataclass
+class Published:
+    """A format's verified artifact in an earlier target's published bundle, and its figures."""
+
+    bundle: Path
+    path: str  # relative to the bundle
+    extras: list[dict[str, Any]]
+    tried: list[Candidate]
+
+
+@dataclass
+class SharedWork:
+    """What one checkpoint's targets share within a run (`--target all`): the references, by
+    cache length (4 min of fp32 PyTorch at 1B), and each verified artifact, by everything its
+    bytes depend on. Android and iOS both ship ExecuTorch with one recipe table
+    (targets/formats/executorch.toml), and an emit is reproducible byte for byte, so the second
+    target copies the first's verified .pte instead of exporting it again (15 min at 1B)."""
+
+    references: dict[int, References] = field(default_factory=dict)
+    published: dict[str, Published] = field(default_factory=dict)
+
+
+def artifact_key(fmt: str, plan: tuple, max_seq_len: int, meta: dict[str, Any]) -> str:
+    """What a format's artifact depends on besides the checkpoint: its recipes, gate, cache
+    length and the metadata written into it."""
+    candidates, gate = plan
+    return json.dumps([fmt, max_seq_len, [dataclasses.asdict(r) for r in candidates],
+                       dataclasses.asdict(gate) if gate is not None else None, meta], sort_keys=True, default=str)
+
+
+def reuse_published(earlier: Published, module, staging: Path) -> tuple[Path, list, list[Candidate]]:
+    """Copy an earlier target's verified artifact (and its extras) into this target's staging."""
+    with stage(f"{module.FORMAT}: {earlier.path} from {earlier.bundle.name}/ (same recipe, not exported again)"):
+        source = earlier.bundle / earlier.path
+        path = staging / earlier.path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        (shutil.copytree if source.is_dir() else shutil.copy2)(source, path)
+        for extra in earlier.extras:
+            (staging / extra["path"]).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(earlier.bundle / extra["path"], staging / extra["path"])
+    return path, list(earlier.extras), earlier.tried
+
+
 def export_target(checkpoint: Checkpoint, target: TargetRecipe, request: ExportRequest,
                   companions: list[tuple[Checkpoint, dict]] | None = None,
-                  references_by_length: dict[int, References] | None = None) -> TargetResult:
+                  shared: SharedWork | None = None) -> TargetResult:
     """The decoder's export for one target; `companions`: encoders (with their format plans)
     exported and verified into sub-bundles of the same bundle, before it is published.
-    `references_by_length`: references already computed for this checkpoint, by cache length
-    (`--target all`: the second target reuses the first's; 4 min of fp32 PyTorch at 1B)."""
+    `shared`: what earlier targets of this run computed for the same checkpoint."""
     max_seq_len = cache_length(checkpoint, request.max_seq_len or target.max_seq_len)
     plans = plan_target(target, request, strict=len(request.targets) <= 1)
     modules = {fmt: runtime(fmt) for fmt in plans}
@@ -439,20 +481,26 @@ def export_target(checkpoint: Checkpoint, target: TargetRecipe, request: ExportR
              ", ".join(f"{f} ({' -> '.join(r.name for r in recipes)})" for f, (recipes, _) in plans.items()),
              max_seq_len)
 
-    cache = references_by_length if references_by_length is not None else {}
-    if max_seq_len not in cache:
-        cache[max_seq_len] = build_reference(checkpoint, max_seq_len)
+    shared = shared if shared is not None else SharedWork()
+    metas = {fmt: modules[fmt].artifact_metadata(checkpoint, max_seq_len) for fmt in plans}
+    keys = {fmt: artifact_key(fmt, plans[fmt], max_seq_len, metas[fmt]) for fmt in plans}
+    if max_seq_len not in shared.references:
+        shared.references[max_seq_len] = build_reference(checkpoint, max_seq_len)
         release_memory()
-    references = cache[max_seq_len]
+    references = shared.references[max_seq_len]
 
     staging = make_staging(request.out_dir, target.name)
     try:
         result = TargetResult(target.name, request.out_dir / target.name)
-        artifacts, extras, searches = [], [], {}
+        artifacts, extras, searches, fresh = [], [], {}, {}
         for fmt, (candidates, gate) in plans.items():
             module = modules[fmt]
-            meta = module.artifact_metadata(checkpoint, max_seq_len)
-            if gate is None:
+            meta = metas[fmt]
+            if keys[fmt] in shared.published:
+                path, fmt_extras, tried = reuse_published(shared.published[keys[fmt]], module, staging)
+                if gate is not None:
+                    searches[fmt] = tried
+            elif gate is None:
                 path, fmt_extras, chosen = emit_and_verify(module, candidates[0], candidates[0].thresholds,
                                                            max_seq_len, meta, checkpoint, references, staging)
                 tried = [chosen]
@@ -464,6 +512,7 @@ def export_target(checkpoint: Checkpoint, target: TargetRecipe, request: ExportR
             release_memory()  # before the next format builds its graph
             parity = tried[-1].parity
             rel = path.relative_to(staging).as_posix()
+            fresh[fmt] = Published(request.out_dir / target.name, rel, fmt_extras, tried)
             size, digest = artifact_digest(path)
             result.results.append(parity)
             result.sizes[rel] = size
@@ -527,6 +576,7 @@ def export_target(checkpoint: Checkpoint, target: TargetRecipe, request: ExportR
         publish(staging, {**manifest_head(checkpoint, target, max_seq_len), "tokenizer": tokenizer_entry, **chat,
                           "artifacts": artifacts, **({"companions": companion_entries} if companion_entries else {}),
                           **manifest_tail(staging, extras)}, request.out_dir, target.name)
+        shared.published.update((keys[fmt], published) for fmt, published in fresh.items())
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     if request.bundle:
@@ -647,12 +697,12 @@ def export(request: ExportRequest) -> list[TargetResult]:
         # Each target's encoder recipes, planned before any work: default recipes, the requested
         # formats where the target has them for encoders (a decoder's --quant names are not an encoder's).
         companion_request = dataclasses.replace(request, quant=None)
-        references_by_length: dict[int, References] = {}
+        shared = SharedWork()
 
         def export_one(target: TargetRecipe) -> TargetResult:
             return export_target(checkpoint, target, request,
                                  [(c, plan_target(target, companion_request, strict=False, encoder=True))
-                                  for c in companions], references_by_length)
+                                  for c in companions], shared)
     results = []
     for target in targets:
         with exclusive(request.out_dir, target.name), space_checked(request.out_dir, needed, "the bundle"):

@@ -16,8 +16,9 @@ def _tree(root):
 def test_two_command_runs_give_byte_identical_bundles_for_every_target(family_checkpoint, tmp_path):
     """Through the command (a process per run, each with its own hash seed unless the command
     fixes it), `--target all`: every file of every target, the Core ML program, model.ort and
-    the manifests included. Each run computes the fp32 reference once: the second target (same
-    cache length) reuses the first's."""
+    the manifests included. Each run computes the fp32 reference once and exports ExecuTorch once:
+    the second target (same cache length, same ExecuTorch recipe) reuses the first's reference
+    and copies its verified model.pte."""
     import os
     import subprocess
     import sys
@@ -29,9 +30,13 @@ def test_two_command_runs_give_byte_identical_bundles_for_every_target(family_ch
         done = subprocess.run([sys.executable, "-m", "exporter", "--target", "all", "--quant", "none", "--max-seq-len", "48", "--no-bundle", "--model", str(model),
                                "--out", str(tmp_path / run)], capture_output=True, text=True, timeout=600, env=env)
         assert done.returncode == 0, done.stderr[-2000:]
-        assert done.stderr.splitlines().count("reference (fp32 PyTorch) ...") == 1, done.stderr[-2000:]
+        lines = done.stderr.splitlines()
+        assert lines.count("reference (fp32 PyTorch) ...") == 1, done.stderr[-2000:]
+        assert lines.count("lower to XNNPACK ...") == 1, done.stderr[-2000:]
+        assert "executorch: executorch/model.pte from android/ (same recipe, not exported again) ..." in lines
         trees.append(_tree(tmp_path / run))
     assert {"android/onnx/model.ort", "ios/coreml/model.mlpackage/Data/com.apple.CoreML/model.mlmodel",
             "android/manifest.json", "ios/manifest.json"} <= trees[0].keys()
+    assert trees[0]["ios/executorch/model.pte"] == trees[0]["android/executorch/model.pte"]
     assert trees[0].keys() == trees[1].keys()
     assert sorted(k for k in trees[0] if trees[0][k] != trees[1][k]) == []
