@@ -3,7 +3,7 @@
     python benchmarks/onnx_memory.py CHECKPOINT_DIR [OUT_DIR]
 
 build the fp32 decoder, trace and copy the blocks into an fp32 graph (onnx_genai._export),
-quantize it with the target's int4 recipe, save, free the graph, trim the C heap
+trim the C heap, quantize it with the target's int4 recipe, save, free the graph, trim the C heap
 (progress.release_memory), convert to model.ort. Prints RSS now and the process peak per step.
 benchmarks/RESULTS.md (issue #20) quotes it on the Qwen2.5-0.5B shape
 (`slm-export sweep` makes it in ~/.cache/slm-export/shapes/qwen2.5-0.5b).
@@ -41,6 +41,8 @@ def main(checkpoint_dir: str, out: str | None = None) -> None:
     mark("fp32 decoder")
     model = onnx_genai._export(decoder)
     mark("fp32 graph, every block")
+    release_memory()  # as onnx_genai.emit does before quantizing
+    mark("heap trimmed")
     recipe = load_target("android").formats["onnx"].recipe("int4")
     model = onnx_genai.quantize(model, recipe, decoder.spec.tie_word_embeddings, folder, decoder.spec.num_layers)
     gc.collect()

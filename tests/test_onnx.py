@@ -312,3 +312,26 @@ def test_in_place_nbits_quantizer_writes_what_onnxruntimes_quantizer_writes(bits
     assert our_nodes == their_nodes
     assert our_initializers == their_initializers
     assert {(o.domain, o.version) for o in ours.opset_import} == {(o.domain, o.version) for o in theirs.opset_import}
+
+
+@pytest.mark.parametrize("bits", [4, 8])
+def test_nbits_quantizer_reads_a_tied_head_through_its_transpose(bits, family_checkpoint):
+    """With the tied table's Transpose kept (fold_weight_transposes(shared="keep"), the int4 and
+    int8w path), quantize_nbits writes the graph it writes from fold's fp32 copy of W^T, without
+    ever holding that copy in the graph."""
+    from exporter.runtimes import onnx_graph
+
+    checkpoint = load_checkpoint(family_checkpoint("llama", "llama3-rope-tied-gqa2"))
+    model = onnx_genai._export(build_model(checkpoint, MAX_SEQ_LEN))
+    copied = onnx.ModelProto()
+    copied.CopyFrom(model)
+    onnx_graph.fold_weight_transposes(copied, shared="copy")
+    onnx_graph.fold_weight_transposes(model, shared="keep")
+    kept = {i.name for i in model.graph.initializer}
+    assert {i.name for i in copied.graph.initializer} - kept == {"decoder.lm_head.weight_T"}
+    assert sum(n.op_type == "Transpose" for n in model.graph.node) == 1
+    assert set(onnx_graph.weight_matmuls(model).values()) == set(onnx_graph.weight_matmuls(copied).values())
+    ours = onnx_graph.quantize_nbits(model, bits, 32, 4)
+    reference = onnx_graph.quantize_nbits(copied, bits, 32, 4)
+    assert not any(n.op_type == "Transpose" for n in ours.graph.node)
+    assert _node_and_initializer_table(ours) == _node_and_initializer_table(reference)

@@ -185,6 +185,11 @@ def _export(decoder: Decoder):
             decoder.layers = all_blocks
     model = program.model_proto
     del program
+    # The graph holds its own copy of what was traced (the embedding, head, final norm and blocks
+    # 0-1): free the decoder's before the copies of the other blocks grow the graph (1.5 GB of the
+    # 1B shape's peak).
+    for module in (*all_blocks[:traced], *(m for name, m in decoder.named_children() if name != "layers")):
+        release_weights(module)
     windows = spec.windows()
 
     def tables_of_layer(index: int, name: str) -> str:
@@ -243,7 +248,7 @@ def quantize(model, recipe: QuantRecipe, tied: bool, work_dir: Path, num_layers:
     from . import onnx_graph
 
     scheme = recipe.params.get("scheme", recipe.name)
-    onnx_graph.fold_weight_transposes(model, shared="fused" if scheme == "none" else "copy")
+    onnx_graph.fold_weight_transposes(model, shared={"none": "fused", "int4": "keep", "int8w": "keep"}.get(scheme, "copy"))
     if scheme == "none":
         return model
     if scheme in ("int4", "int8w"):
@@ -285,11 +290,12 @@ def _to_ort(folder: Path, spec) -> float:
 def emit(decoder: Decoder, recipe: QuantRecipe, max_seq_len: int, metadata: dict[str, Any], out_dir: Path) -> Path:
     import onnx
 
-    from ..progress import stage
+    from ..progress import release_memory, stage
 
     out_dir.mkdir(parents=True, exist_ok=True)
     with stage("torch.onnx.export (dynamo, GroupQueryAttention)"):
         model = _export(decoder)
+    release_memory()  # the trace's and the freed decoder's heap: the quantizer's peak stacks on it
     with stage(f"quantize onnx ({recipe.name})"):
         model = quantize(model, recipe, decoder.spec.tie_word_embeddings, out_dir, decoder.spec.num_layers)
     large = model.ByteSize() > 1_800_000_000  # protobuf's 2 GB limit, with headroom

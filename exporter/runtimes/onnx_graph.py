@@ -262,7 +262,9 @@ def fold_weight_transposes(model, shared: str = "copy") -> None:
     this adds a transposed copy (shared="copy": the int4 path then drops the fp32 table, see
     share_embedding_with_nbits_head), or leaves the table as it is behind
     com.microsoft.FusedMatMul(transB=1) (shared="fused", for fp32: onnxruntime would otherwise
-    fold the Transpose into a second copy of the table in model.ort)."""
+    fold the Transpose into a second copy of the table in model.ort), or leaves the Transpose
+    (shared="keep": quantize_nbits reads through it, so the fp32 copy is never made: 1 GB of
+    protobuf bytes, and twice that while writing them, for Llama 3.2 1B's table)."""
     from onnx import helper
 
     graph = model.graph
@@ -276,6 +278,8 @@ def fold_weight_transposes(model, shared: str = "copy") -> None:
         source = initializers[node.input[0]]
         perm = next((list(a.ints) for a in node.attribute if a.name == "perm"), None)
         exclusive = len(consumers[source.name]) == 1
+        if not exclusive and shared == "keep":
+            continue
         if not exclusive and shared == "fused" and perm in (None, [1, 0]):
             for user in users:
                 fused = helper.make_node("FusedMatMul", [user.input[0], source.name], list(user.output),
@@ -309,7 +313,10 @@ def quantize_nbits(model, bits: int, block_size: int, accuracy_level: int, exclu
     in place, one weight at a time: an fp32 initializer is overwritten by its packed bytes as soon
     as it is quantized. onnxruntime's quantizer keeps every fp32 initializer until the end, so its
     peak held the fp32 graph beside the quantized one (6.0 GB on the 0.5B shape, 3.0x its fp32
-    weights, benchmarks/onnx_memory.py). Returns the model."""
+    weights, benchmarks/onnx_memory.py). A MatMul that reads W^T through a Transpose of a
+    table other nodes read as it is (a tied head, left by fold_weight_transposes(shared="keep"))
+    gets its own packed copy, named and valued as fold's fp32 copy W_T would have been, and the
+    Transpose goes. Returns the model."""
     from onnx import TensorProto, helper
     from onnxruntime.capi._pybind_state import quantize_matmul_4bits, quantize_matmul_8bits
 
@@ -317,14 +324,26 @@ def quantize_nbits(model, bits: int, block_size: int, accuracy_level: int, exclu
     graph = model.graph
     initializers = {i.name: i for i in graph.initializer}
     users = _consumers(graph)
+    transposed = _transposed_initializers(graph, initializers)
     skip = set(exclude)
+    read_through = []
     for index, node in enumerate(list(graph.node)):
-        source = initializers.get(node.input[1]) if node.op_type == "MatMul" and len(node.input) == 2 else None
+        if node.op_type != "MatMul" or len(node.input) != 2:
+            continue
+        through = transposed.get(node.input[1])
+        source = initializers[through.input[0]] if through is not None else initializers.get(node.input[1])
         if source is None or node.name in skip or len(source.dims) != 2 or source.data_type != TensorProto.FLOAT:
             continue
-        rows, cols = source.dims
+        if through is None:
+            rows, cols = source.dims
+            weight = _array_view(source)
+            name = source.name
+        else:  # W^T of a table other nodes read as it is (a tied head): its own quantized copy
+            cols, rows = source.dims
+            weight = np.ascontiguousarray(_array_view(source).T)
+            name = source.name + "_T"  # fold_weight_transposes' name for the copy
+            read_through.append(through)
         blocks = (rows + block_size - 1) // block_size
-        weight = _array_view(source)
         if blocks * block_size != rows:
             weight = np.pad(weight, ((0, blocks * block_size - rows), (0, 0)))
         per_byte = 8 // bits
@@ -333,10 +352,9 @@ def quantize_nbits(model, bits: int, block_size: int, accuracy_level: int, exclu
         zero_points = np.zeros((cols, (blocks + per_byte - 1) // per_byte), dtype=np.uint8)  # unused: symmetric
         kernel(packed, np.ascontiguousarray(weight), scales, zero_points, block_size, cols, rows, True)
         del weight
-        name = source.name
         # The fp32 bytes go now when this MatMul is their only reader; a shared weight stays for
         # its other readers and the packed bytes are a new initializer.
-        target = source if len(users.get(name, [])) == 1 else graph.initializer.add()
+        target = source if through is None and len(users.get(name, [])) == 1 else graph.initializer.add()
         target.name, target.data_type = f"{name}_Q{bits}", TensorProto.UINT8
         target.raw_data = packed.tobytes()
         target.dims[:] = packed.shape
@@ -350,16 +368,33 @@ def quantize_nbits(model, bits: int, block_size: int, accuracy_level: int, exclu
         graph.node[index].CopyFrom(helper.make_node(
             "MatMulNBits", [node.input[0], target.name, scale.name], list(node.output),
             name=node.name + f"_Q{bits}" if node.name else "", domain="com.microsoft", **attributes))
+    for node in read_through:
+        if not any(node.output[0] in n.input for n in graph.node):
+            graph.node.remove(node)
     if not any(o.domain == "com.microsoft" for o in model.opset_import):
         model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
     return model
 
 
+def _transposed_initializers(graph, initializers) -> dict:
+    """Output name -> the Transpose node for every 2-D transpose of an initializer that only
+    MatMuls read (fold_weight_transposes(shared="keep") leaves those of shared tables)."""
+    consumers = _consumers(graph)
+    found = {}
+    for node in graph.node:
+        perm = next((list(a.ints) for a in node.attribute if a.name == "perm"), None)
+        if node.op_type == "Transpose" and node.input[0] in initializers and perm in (None, [1, 0]) \
+                and consumers.get(node.output[0]) and all(u.op_type == "MatMul" for u in consumers[node.output[0]]):
+            found[node.output[0]] = node
+    return found
+
+
 def weight_matmuls(model) -> dict[str, str]:
     """MatMul node name -> its constant weight's initializer name (decoder.layers.<i>.mlp.up_proj...)."""
-    initializers = {i.name for i in model.graph.initializer}
-    return {n.name: n.input[1] for n in model.graph.node
-            if n.op_type == "MatMul" and len(n.input) > 1 and n.input[1] in initializers}
+    initializers = {i.name: i for i in model.graph.initializer}
+    transposed = {out: node.input[0] + "_T" for out, node in _transposed_initializers(model.graph, initializers).items()}
+    return {n.name: transposed.get(n.input[1], n.input[1]) for n in model.graph.node
+            if n.op_type == "MatMul" and len(n.input) > 1 and (n.input[1] in initializers or n.input[1] in transposed)}
 
 
 def mlp_matmuls(model, layers: Iterable[int]) -> list[str]:
