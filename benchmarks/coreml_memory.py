@@ -31,13 +31,13 @@ def main(checkpoint_dir: str, coremltools_pass: bool) -> None:
               flush=True)
 
     if coremltools_pass:
-        coreml.fp16_precision = lambda selector: {"compute_precision": ct.transform.FP16ComputePrecision(op_selector=selector)}
+        coreml.fp16_precision = lambda selector, release_source=None: {"compute_precision": ct.transform.FP16ComputePrecision(op_selector=selector)}
     checkpoint = load_checkpoint(Path(checkpoint_dir))
     decoder = build_model(checkpoint, 512)
+    largest = max(p.numel() for p in decoder.parameters())
     mark("fp32 decoder")
     coreml._convert(decoder, 512, fp32=False)
     mark(f"fp16 program ({'coremltools' if coremltools_pass else 'our'} fp16 pass)")
-    largest = max(p.numel() for p in decoder.parameters())
     print(f"fp32 weights: {4 * checkpoint.spec.num_parameters / 1e6:.0f} MB, the largest {4 * largest / 1e6:.0f} MB")
 
 

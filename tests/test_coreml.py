@@ -220,6 +220,47 @@ def test_frugal_overflow_check_agrees_with_coremltools(values):
     assert coreml._fits_fp16(constant, chunk=3) == coreml._fits_fp16(constant)
 
 
+def test_frugal_fp16_pass_frees_each_fp32_weight_as_it_folds_it(monkeypatch):
+    """A weight only one op reads becomes its fp16 constant while the pass runs, and its fp32
+    array is freed then, not when the pipeline ends (at 1B, every fp32 weight beside its fp16
+    copy was the Core ML conversion's peak)."""
+    import gc
+    import weakref
+
+    from coremltools.converters.mil import Builder as mb
+    from coremltools.converters.mil.mil.passes.pass_registry import PASS_REGISTRY
+
+    coreml.fp16_precision(lambda op: True)  # registers our pass
+    rng = np.random.default_rng(0)
+    weights = [rng.standard_normal((4, 4)).astype(np.float32) for _ in range(3)]
+    alive = [weakref.ref(w) for w in weights]
+    expected = [w.astype(np.float16) for w in weights]
+
+    @mb.program(input_specs=[mb.TensorSpec(shape=(1, 4))])
+    def program(x):
+        for w in weights:
+            x = mb.linear(x=x, weight=w)
+        return x
+
+    del weights
+    ours = PASS_REGISTRY["slm_export::add_fp16_cast"]
+    seen = []
+    transform = type(ours).transform_op
+
+    def watched(self, op):
+        transform(self, op)
+        if op.op_type == "linear":
+            gc.collect()
+            seen.append([ref() is not None for ref in alive])
+
+    monkeypatch.setattr(type(ours), "transform_op", watched)
+    ours.op_selector = lambda op: True
+    ours.apply(program)
+    assert seen == [[False, True, True], [False, False, True], [False, False, False]]
+    linears = [op for op in program.functions["main"].operations if op.op_type == "linear"]
+    assert all(np.array_equal(op.weight.val, w) for op, w in zip(linears, expected, strict=True))
+
+
 def _float_ops(mlmodel) -> collections.Counter:
     """The converted program's floating-point ops, each as (type, output dtypes, a constant's
     bytes), counted. Two conversions in one process differ a little in shape handling, whichever
@@ -238,8 +279,8 @@ def _float_ops(mlmodel) -> collections.Counter:
 
 def test_frugal_fp16_pass_converts_to_the_same_program_as_coremltools(family_checkpoint, monkeypatch):
     """One linear weight planted past fp16's range (so the overflow check keeps that op in fp32):
-    the program converted with our fp16 pass has coremltools' own floating-point ops, each
-    constant byte for byte."""
+    the program converted with our fp16 pass (which folds each constant to fp16 as it goes and
+    frees the torch weights) has coremltools' own floating-point ops, each constant byte for byte."""
     import coremltools as ct
 
     checkpoint = load_checkpoint(family_checkpoint("llama", "llama3-rope-tied-gqa2"))
@@ -252,7 +293,7 @@ def test_frugal_fp16_pass_converts_to_the_same_program_as_coremltools(family_che
 
     ours = _float_ops(converted())
 
-    def coremltools_own(op_selector):
+    def coremltools_own(op_selector, release_source=None):
         return {"compute_precision": ct.transform.FP16ComputePrecision(op_selector=op_selector)}
 
     monkeypatch.setattr(coreml, "fp16_precision", coremltools_own)

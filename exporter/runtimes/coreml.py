@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -119,14 +120,18 @@ def _fits_fp16(value: np.ndarray, chunk: int = 1 << 22) -> bool:
     return True
 
 
-def fp16_precision(op_selector) -> dict[str, Any]:
+def fp16_precision(op_selector, release_source: Callable[[], None] | None = None) -> dict[str, Any]:
     """ct.convert's arguments for an fp16 program computed in fp16 where `op_selector` says: its
     compute_precision, and its pass pipeline with coremltools' add_fp16_cast replaced by the same
     pass made frugal: its overflow check reads each constant in chunks (_fits_fp16), and its
-    underflow check counts a constant's entries without copying it. Same program (tested); the
-    conversion adds 0.7x the fp32 weights to the decoder's instead of 2.1x (Llama-3.2-1B's shape:
-    3.4 GB instead of 10.4 GB; benchmarks/coreml_memory.py, benchmarks/RESULTS.md)."""
+    underflow check counts a constant's entries without copying it, and it folds a constant only
+    one op reads to its fp16 value at once (coremltools leaves that to later passes, so every fp32
+    weight lived beside its fp16 copy). `release_source`, called when the pass starts (after the
+    torch frontend), frees the caller's references to the weights, so each fp32 array goes as it
+    is folded. Same program (tested); benchmarks/coreml_memory.py and benchmarks/RESULTS.md give
+    the memory (Llama-3.2-1B's shape: coremltools' pass adds 10.4 GB to the decoder's)."""
     import coremltools as ct
+    from coremltools.converters.mil import Builder as mb
     from coremltools.converters.mil.mil.passes.defs.quantization import add_fp16_cast
     from coremltools.converters.mil.mil.passes.pass_registry import PASS_REGISTRY, register_pass
 
@@ -134,6 +139,14 @@ def fp16_precision(op_selector) -> dict[str, Any]:
     if name not in PASS_REGISTRY:
         @register_pass(namespace="slm_export", name="add_fp16_cast")
         class _FrugalAddFp16Cast(add_fp16_cast):
+            release_source = None  # a pass option, taken once per conversion
+
+            def apply(self, prog) -> None:
+                release, self.release_source = self.release_source, None
+                if release is not None:
+                    release()
+                super().apply(prog)
+
             def fp16_overflow(self, op) -> bool:
                 for value in op.inputs.values():
                     for var in value if isinstance(value, (list, tuple)) else [value]:
@@ -147,11 +160,34 @@ def fp16_precision(op_selector) -> dict[str, Any]:
                 if np.size(var.val) < 400:
                     super()._check_underflow_to_zero(new_var, var)
 
+            def transform_op(self, op) -> None:
+                # A constant only this op reads is folded to its fp16 value at once (what
+                # common::const_elimination and dead-code elimination do later in the pipeline),
+                # so its fp32 array goes now, not after every weight has its fp16 copy.
+                alone = [var for value in op.inputs.values()
+                         for var in (value if isinstance(value, (list, tuple)) else [value])
+                         if var.op is not None and var.op.op_type == "const" and len(var.child_ops) == 1
+                         and var.is_tensor_or_scalar_of(dtype="fp32")]
+                super().transform_op(op)
+                for var in alone:
+                    (cast,) = var.child_ops
+                    folded = cast.outputs[0]
+                    if cast.op_type != "cast" or folded.val is None:
+                        continue
+                    block, source = cast.enclosing_block, var.op
+                    constant = mb.const(val=folded.val, before_op=cast, name=folded.name)
+                    if block.try_replace_uses_of_var_after_op(anchor_op=cast, old_var=folded, new_var=constant):
+                        folded.set_name(folded.name + "_ignored")
+                        block.remove_ops([cast, source])
+                        # The pass walks a copy of the block's op list, which keeps removed ops
+                        # (this constant, the op it fed) alive to its end: drop their array now.
+                        var._sym_val = source.val._sym_val = None
+
     pipeline = ct.PassPipeline()
     index = pipeline.passes.index("common::add_fp16_cast")
     pipeline.remove_pass(index)
     pipeline.insert_pass(index, name)
-    pipeline.set_options(name, {"op_selector": op_selector})
+    pipeline.set_options(name, {"op_selector": op_selector, "release_source": release_source})
     # FLOAT16, not an FP16ComputePrecision: given one, ct.convert would set the op_selector on
     # coremltools' own pass, which this pipeline no longer holds.
     return {"compute_precision": ct.precision.FLOAT16, "pass_pipeline": pipeline}
@@ -245,7 +281,9 @@ def _convert(decoder: Decoder, max_seq_len: int, fp32: bool, fp32_statistics: bo
         # stream stay fp32. fp32_statistics=False and fp32_residual=False exist to demonstrate the
         # overflows they prevent (tests).
         keep = FP32_STATISTICS if fp32_statistics else set()
-        precision = fp16_precision(Fp16Selector(keep, fp32_residual))
+        # Once the frontend has read the weights, the MIL constants are the only holders of the
+        # fp32 arrays (views of the torch storage): each goes as the pass folds it to fp16.
+        precision = fp16_precision(Fp16Selector(keep, fp32_residual), release_source=lambda: release_weights(decoder))
     state_shape = tuple(module.keyCache.shape)
     with stage("coremltools convert"):
         return ct.convert(
